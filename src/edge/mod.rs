@@ -1,0 +1,1 @@
+//! Edges: thin adapters behind traits, each with a simulated twin.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("kdump-hotplugd: not built yet");
+}

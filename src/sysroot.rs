@@ -1,0 +1,46 @@
+//! Roots every read of `/proc` and `/sys` under a directory (`--sysroot`), so fixtures can stand in for a host.
+// STUB: owned by the parsers work; signatures are the contract.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Sysroot {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct SysrootError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Sysroot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps an absolute host path such as `/proc/iomem` into the sysroot.
+    pub fn path(&self, absolute: &str) -> PathBuf {
+        self.root.join(absolute.trim_start_matches('/'))
+    }
+
+    pub fn read_to_string(&self, absolute: &str) -> Result<String, SysrootError> {
+        let path = self.path(absolute);
+        std::fs::read_to_string(&path).map_err(|source| SysrootError { path, source })
+    }
+
+    /// Like [`Self::read_to_string`], but a missing file is `Ok(None)`.
+    pub fn read_optional(&self, absolute: &str) -> Result<Option<String>, SysrootError> {
+        match self.read_to_string(absolute) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
