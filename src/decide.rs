@@ -1,1 +1,814 @@
-//! TODO
+//! The decision: given what the crash kernel's header holds and what the host looks like now, skip, reload
+//! (and with which loader), or say why a reload cannot help. A pure function of its inputs.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::model::{CpuSet, HostSnapshot, MemRange};
+
+/// `sizeof(Elf64_Phdr)`: the header holds one per memory range, CPU note, vmcoreinfo and kernel text.
+pub const ELF64_PHDR_SIZE: u64 = 56;
+
+/// Program headers in the kernel's x86 elfcorehdr that are not memory ranges or CPU notes: vmcoreinfo and the
+/// kernel text mapping (`arch_crash_get_elfcorehdr_size()` in arch/x86/kernel/crash.c counts `2 +
+/// CONFIG_NR_CPUS_DEFAULT + CONFIG_CRASH_MAX_MEMORY_RANGES`).
+pub const NON_MEMORY_PHDRS: u64 = 2;
+
+/// kexec-tools reads at most this many ranges from `/proc/iomem` and silently drops the rest
+/// (`CRASH_MAX_MEMORY_RANGES` in kexec/arch/i386/crashdump-x86.h).
+pub const KEXEC_TOOLS_MAX_RANGES: usize = 32768;
+
+/// What the daemon knows the crash kernel's header holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LoadedHeader {
+    pub ranges: Vec<MemRange>,
+    pub cpus: CpuSet,
+}
+
+impl LoadedHeader {
+    /// The header the kernel would build for this snapshot.
+    pub fn of(snapshot: &HostSnapshot) -> Self {
+        Self {
+            ranges: snapshot.ranges.clone(),
+            cpus: snapshot.present_cpus.clone(),
+        }
+    }
+}
+
+/// Why the decision is being asked for, beyond "the debouncer fired".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Triggers {
+    /// An administrator asked for a reload (D-Bus `Reload()`).
+    pub forced: bool,
+    /// The kernel logged that its in-place header update failed (the kmsg line).
+    pub kernel_update_failed: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacitySource {
+    /// Derived from `/sys/kernel/crash_elfcorehdr_size`.
+    ElfcorehdrSize,
+    /// The config's `kernel.max_memory_ranges` (the kernel exposes no size).
+    Config,
+}
+
+/// How many memory ranges the kernel's own header buffer can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Capacity {
+    pub ranges: u64,
+    pub source: CapacitySource,
+}
+
+/// The memory ranges that fit in the header buffer the kernel sizes at `kexec_file_load` time.
+///
+/// The buffer holds `crash_elfcorehdr_size / sizeof(Elf64_Phdr)` program headers after the ELF header
+/// (arch/x86/kernel/crash.c: `crash_load_segments` sizes it as the Ehdr plus `arch_crash_get_elfcorehdr_size()`).
+/// When the kernel rebuilds it (`crash_prepare_elf64_headers` in kernel/crash_core.c) it writes one PT_NOTE per
+/// possible CPU, one for vmcoreinfo, one PT_LOAD for the kernel text, then one per memory range; the update is
+/// refused when that exceeds the buffer (`arch_crash_handle_hotplug_event`: "elfsz > memsz").
+pub fn capacity(snapshot: &HostSnapshot, settings: &Settings) -> Capacity {
+    match snapshot.crash.elfcorehdr_size {
+        Some(size) => {
+            let slots = size / ELF64_PHDR_SIZE;
+            let cpu_notes = snapshot.possible_cpus.len() as u64;
+            Capacity {
+                ranges: slots.saturating_sub(NON_MEMORY_PHDRS + cpu_notes),
+                source: CapacitySource::ElfcorehdrSize,
+            }
+        }
+        None => Capacity {
+            ranges: u64::from(settings.kernel_max_memory_ranges),
+            source: CapacitySource::Config,
+        },
+    }
+}
+
+/// The loader a reload must use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoaderChoice {
+    /// The configured loader (native `kexec_file_load`, or the distro command).
+    Configured,
+    /// kexec-tools' `kexec_load` path (`kexec -c -p`), which builds the header in userspace at its real size:
+    /// the kernel's `kexec_file_load` buffer cannot hold the ranges.
+    KexecLoad,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ReloadReason {
+    NotLoaded,
+    /// The daemon does not know what the loaded header holds (loaded by someone else, or not yet by it).
+    HeaderUnknown,
+    RangesChanged {
+        added: usize,
+        removed: usize,
+    },
+    CpusChanged {
+        added: usize,
+        removed: usize,
+    },
+    /// The kernel logged that its in-place update failed; its header is stale.
+    KernelUpdateFailed {
+        line: String,
+    },
+    /// The ranges exceed the kernel's header buffer: its in-place updates cannot keep the header current.
+    BufferTooSmall {
+        needed: u64,
+        capacity: u64,
+    },
+    Forced,
+}
+
+impl fmt::Display for ReloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadReason::NotLoaded => f.write_str("no crash kernel loaded"),
+            ReloadReason::HeaderUnknown => f.write_str("loaded header unknown"),
+            ReloadReason::RangesChanged { added, removed } => {
+                write!(f, "memory ranges changed (+{added} -{removed})")
+            }
+            ReloadReason::CpusChanged { added, removed } => write!(f, "CPUs changed (+{added} -{removed})"),
+            ReloadReason::KernelUpdateFailed { line } => {
+                write!(f, "kernel reported a failed in-place update: {line}")
+            }
+            ReloadReason::BufferTooSmall { needed, capacity } => write!(
+                f,
+                "kernel buffer too small: {needed} ranges needed, {capacity} fit; its in-place update left a \
+                 stale header"
+            ),
+            ReloadReason::Forced => f.write_str("forced"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SkipReason {
+    /// The header already holds what the host has.
+    NothingChanged,
+    /// The only changes are ones the kernel writes into the header itself (`crash_hotplug` reads 1).
+    KernelUpdatesHeader { memory: bool, cpu: bool },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::NothingChanged => f.write_str("nothing the header holds changed"),
+            SkipReason::KernelUpdatesHeader { memory, cpu } => {
+                let what = match (memory, cpu) {
+                    (true, true) => "memory and CPU",
+                    (true, false) => "memory",
+                    (false, true) => "CPU",
+                    (false, false) => "no",
+                };
+                write!(f, "the kernel updates the header itself for {what} changes")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum CannotReload {
+    NoKexecSupport,
+    /// `/proc/iomem` was opened without CAP_SYS_ADMIN: every address reads 0.
+    AddressesHidden,
+    NoMemoryRanges,
+    /// Too many ranges even for kexec-tools, which would silently drop the rest.
+    TooManyRanges {
+        needed: u64,
+        limit: u64,
+    },
+}
+
+impl fmt::Display for CannotReload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CannotReload::NoKexecSupport => f.write_str("this kernel has no kexec crash support"),
+            CannotReload::AddressesHidden => f.write_str(
+                "/proc/iomem shows every address as 0: it was opened without CAP_SYS_ADMIN",
+            ),
+            CannotReload::NoMemoryRanges => f.write_str("no System RAM ranges found in /proc/iomem"),
+            CannotReload::TooManyRanges { needed, limit } => write!(
+                f,
+                "{needed} memory ranges exceed what any loader can hold ({limit}, kexec-tools' limit): a reload \
+                 would silently drop memory from the dump"
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Decision {
+    Skip {
+        reason: SkipReason,
+    },
+    Reload {
+        reasons: Vec<ReloadReason>,
+        loader: LoaderChoice,
+    },
+    CannotReload {
+        reason: CannotReload,
+    },
+}
+
+impl Decision {
+    pub fn is_reload(&self) -> bool {
+        matches!(self, Decision::Reload { .. })
+    }
+
+    /// The kernel's buffer cannot hold the ranges (for the `KernelBufferTooSmall` signal).
+    pub fn buffer_too_small(&self) -> Option<(u64, u64)> {
+        let Decision::Reload { reasons, .. } = self else {
+            return None;
+        };
+        reasons.iter().find_map(|r| match r {
+            ReloadReason::BufferTooSmall { needed, capacity } => Some((*needed, *capacity)),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Skip { reason } => write!(f, "skip: {reason}"),
+            Decision::Reload { reasons, loader } => {
+                f.write_str("reload: ")?;
+                for (i, reason) in reasons.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{reason}")?;
+                }
+                if *loader == LoaderChoice::KexecLoad {
+                    f.write_str(" (via kexec_load: the header is built in userspace)")?;
+                }
+                Ok(())
+            }
+            Decision::CannotReload { reason } => write!(f, "cannot reload: {reason}"),
+        }
+    }
+}
+
+/// The decision with the figures it was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Assessment {
+    pub decision: Decision,
+    pub needed: u64,
+    pub capacity: Capacity,
+}
+
+/// Counts of sorted-set differences: (in `now` only, in `before` only).
+fn difference<T: Ord>(before: &[T], now: &[T]) -> (usize, usize) {
+    let (mut i, mut j, mut added, mut removed) = (0, 0, 0, 0);
+    while i < before.len() && j < now.len() {
+        match before[i].cmp(&now[j]) {
+            std::cmp::Ordering::Less => {
+                removed += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                added += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (added + now.len() - j, removed + before.len() - i)
+}
+
+/// Decides what to do. `loaded` is what the daemon knows the crash kernel's header holds (`None`: unknown).
+pub fn decide(
+    loaded: Option<&LoadedHeader>,
+    now: &HostSnapshot,
+    triggers: &Triggers,
+    settings: &Settings,
+) -> Assessment {
+    let capacity = capacity(now, settings);
+    let needed = now.ranges.len() as u64;
+    let decision = decide_inner(loaded, now, triggers, capacity, needed);
+    Assessment {
+        decision,
+        needed,
+        capacity,
+    }
+}
+
+fn decide_inner(
+    loaded: Option<&LoadedHeader>,
+    now: &HostSnapshot,
+    triggers: &Triggers,
+    capacity: Capacity,
+    needed: u64,
+) -> Decision {
+    let cannot = |reason| Decision::CannotReload { reason };
+    if !now.crash.kexec_supported {
+        return cannot(CannotReload::NoKexecSupport);
+    }
+    if now.addresses_hidden {
+        return cannot(CannotReload::AddressesHidden);
+    }
+    if now.ranges.is_empty() {
+        return cannot(CannotReload::NoMemoryRanges);
+    }
+    if needed > KEXEC_TOOLS_MAX_RANGES as u64 {
+        return cannot(CannotReload::TooManyRanges {
+            needed,
+            limit: KEXEC_TOOLS_MAX_RANGES as u64,
+        });
+    }
+
+    let too_small = needed > capacity.ranges;
+    // A fresh kexec_file_load with more ranges than its buffer holds fails with EINVAL after the kernel has
+    // already freed the old crash image (kernel/kexec_file.c), so such a load must never be tried: the
+    // kexec_load path sizes the header in userspace instead. The distro's command may well use
+    // kexec_file_load too (kdumpctl defaults to `kexec -s`), so the same holds for it.
+    let loader = if too_small {
+        LoaderChoice::KexecLoad
+    } else {
+        LoaderChoice::Configured
+    };
+    let reload = |reasons: Vec<ReloadReason>| Decision::Reload { reasons, loader };
+
+    let mut reasons = Vec::new();
+    if triggers.forced {
+        reasons.push(ReloadReason::Forced);
+    }
+    if !now.crash.loaded {
+        reasons.push(ReloadReason::NotLoaded);
+        return reload(reasons);
+    }
+    if let Some(line) = &triggers.kernel_update_failed {
+        reasons.push(ReloadReason::KernelUpdateFailed { line: line.clone() });
+    }
+    // The kernel reads 1 in crash_hotplug while its in-place update is refused for lack of room
+    // (arch_crash_handle_hotplug_event logs and keeps the old header): a header it "keeps current" is stale.
+    if now.crash.kernel_updates_memory && too_small {
+        reasons.push(ReloadReason::BufferTooSmall {
+            needed,
+            capacity: capacity.ranges,
+        });
+    }
+
+    let Some(loaded) = loaded else {
+        if now.crash.kernel_updates_memory && now.crash.kernel_updates_cpu && reasons.is_empty() {
+            return Decision::Skip {
+                reason: SkipReason::KernelUpdatesHeader {
+                    memory: true,
+                    cpu: true,
+                },
+            };
+        }
+        reasons.push(ReloadReason::HeaderUnknown);
+        return reload(reasons);
+    };
+
+    let (ranges_added, ranges_removed) = difference(&loaded.ranges, &now.ranges);
+    let before_cpus: Vec<u32> = loaded.cpus.0.iter().copied().collect();
+    let now_cpus: Vec<u32> = now.present_cpus.0.iter().copied().collect();
+    let (cpus_added, cpus_removed) = difference(&before_cpus, &now_cpus);
+    let memory_changed = ranges_added + ranges_removed > 0;
+    let cpus_changed = cpus_added + cpus_removed > 0;
+
+    let kernel_handles_memory = now.crash.kernel_updates_memory && !too_small;
+    if memory_changed && !kernel_handles_memory {
+        reasons.push(ReloadReason::RangesChanged {
+            added: ranges_added,
+            removed: ranges_removed,
+        });
+    }
+    if cpus_changed && !now.crash.kernel_updates_cpu {
+        reasons.push(ReloadReason::CpusChanged {
+            added: cpus_added,
+            removed: cpus_removed,
+        });
+    }
+    if !reasons.is_empty() {
+        return reload(reasons);
+    }
+    if memory_changed || cpus_changed {
+        return Decision::Skip {
+            reason: SkipReason::KernelUpdatesHeader {
+                memory: memory_changed && kernel_handles_memory,
+                cpu: cpus_changed && now.crash.kernel_updates_cpu,
+            },
+        };
+    }
+    Decision::Skip {
+        reason: SkipReason::NothingChanged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CrashState;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn cpus(ids: &[u32]) -> CpuSet {
+        ids.iter().copied().collect()
+    }
+
+    fn host(ranges: Vec<MemRange>, crash: CrashState) -> HostSnapshot {
+        HostSnapshot {
+            ranges,
+            present_cpus: cpus(&[0, 1]),
+            online_cpus: cpus(&[0, 1]),
+            possible_cpus: cpus(&[0, 1, 2, 3]),
+            crash,
+            ..HostSnapshot::default()
+        }
+    }
+
+    fn loaded_crash() -> CrashState {
+        CrashState {
+            kexec_supported: true,
+            loaded: true,
+            ..CrashState::default()
+        }
+    }
+
+    fn self_updating() -> CrashState {
+        CrashState {
+            kexec_supported: true,
+            loaded: true,
+            kernel_updates_memory: true,
+            kernel_updates_cpu: true,
+            // Room for 2 + 4 CPUs + 8 ranges, as a kernel with NR_CPUS_DEFAULT=4 and 8 ranges would say.
+            elfcorehdr_size: Some((2 + 4 + 8) * ELF64_PHDR_SIZE),
+            ..CrashState::default()
+        }
+    }
+
+    fn boot_ranges() -> Vec<MemRange> {
+        vec![
+            MemRange::new(MIB, 0x7fff_ffff),
+            MemRange::new(0x1_0000_0000, 0x1_7fff_ffff),
+        ]
+    }
+
+    fn sparse(n: u64) -> Vec<MemRange> {
+        (0..n)
+            .map(|i| {
+                MemRange::new(
+                    4 * GIB + i * 256 * MIB,
+                    4 * GIB + i * 256 * MIB + 128 * MIB - 1,
+                )
+            })
+            .collect()
+    }
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    fn decision(
+        loaded: Option<&LoadedHeader>,
+        now: &HostSnapshot,
+        triggers: &Triggers,
+    ) -> Decision {
+        decide(loaded, now, triggers, &settings()).decision
+    }
+
+    #[test]
+    fn unchanged_host_is_skipped() {
+        let now = host(boot_ranges(), loaded_crash());
+        let loaded = LoadedHeader::of(&now);
+        assert_eq!(
+            decision(Some(&loaded), &now, &Triggers::default()),
+            Decision::Skip {
+                reason: SkipReason::NothingChanged
+            }
+        );
+    }
+
+    #[test]
+    fn added_memory_on_a_stale_header_kernel_reloads() {
+        let before = host(boot_ranges(), loaded_crash());
+        let mut ranges = boot_ranges();
+        ranges.push(MemRange::new(0x2_0000_0000, 0x2_ffff_ffff));
+        let now = host(ranges, loaded_crash());
+        assert_eq!(
+            decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::RangesChanged {
+                    added: 1,
+                    removed: 0
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn a_resized_range_counts_as_one_added_and_one_removed() {
+        let before = host(boot_ranges(), loaded_crash());
+        let mut ranges = boot_ranges();
+        ranges[1].end += GIB;
+        let now = host(ranges, loaded_crash());
+        let d = decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default());
+        assert_eq!(
+            d,
+            Decision::Reload {
+                reasons: vec![ReloadReason::RangesChanged {
+                    added: 1,
+                    removed: 1
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn cpu_changes_reload_unless_the_kernel_updates_cpus() {
+        let before = host(boot_ranges(), loaded_crash());
+        let mut now = before.clone();
+        now.present_cpus = cpus(&[0, 1, 2]);
+        assert_eq!(
+            decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::CpusChanged {
+                    added: 1,
+                    removed: 0
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+        now.crash.kernel_updates_cpu = true;
+        assert_eq!(
+            decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default()),
+            Decision::Skip {
+                reason: SkipReason::KernelUpdatesHeader {
+                    memory: false,
+                    cpu: true
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn memory_and_cpu_flags_are_separate() {
+        let before = host(boot_ranges(), loaded_crash());
+        let mut now = host(
+            sparse(2),
+            CrashState {
+                kernel_updates_memory: true,
+                ..loaded_crash()
+            },
+        );
+        now.present_cpus = cpus(&[0]);
+        assert_eq!(
+            decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::CpusChanged {
+                    added: 0,
+                    removed: 1
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn self_updating_kernel_within_capacity_is_skipped() {
+        let before = host(boot_ranges(), self_updating());
+        let mut ranges = boot_ranges();
+        ranges.extend(sparse(4));
+        let now = host(ranges, self_updating());
+        let a = decide(
+            Some(&LoadedHeader::of(&before)),
+            &now,
+            &Triggers::default(),
+            &settings(),
+        );
+        // 14 slots - 2 - 4 possible CPUs = 8 ranges.
+        assert_eq!(
+            a.capacity,
+            Capacity {
+                ranges: 8,
+                source: CapacitySource::ElfcorehdrSize
+            }
+        );
+        assert_eq!(a.needed, 6);
+        assert_eq!(
+            a.decision,
+            Decision::Skip {
+                reason: SkipReason::KernelUpdatesHeader {
+                    memory: true,
+                    cpu: false
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn overflowing_the_kernel_buffer_reloads_through_kexec_load_even_when_crash_hotplug_reads_1() {
+        let before = host(boot_ranges(), self_updating());
+        let mut ranges = boot_ranges();
+        ranges.extend(sparse(7));
+        let now = host(ranges, self_updating());
+        let a = decide(
+            Some(&LoadedHeader::of(&before)),
+            &now,
+            &Triggers::default(),
+            &settings(),
+        );
+        assert_eq!(a.needed, 9);
+        assert_eq!(
+            a.decision,
+            Decision::Reload {
+                reasons: vec![
+                    ReloadReason::BufferTooSmall {
+                        needed: 9,
+                        capacity: 8
+                    },
+                    ReloadReason::RangesChanged {
+                        added: 7,
+                        removed: 0
+                    },
+                ],
+                loader: LoaderChoice::KexecLoad
+            }
+        );
+        assert_eq!(a.decision.buffer_too_small(), Some((9, 8)));
+    }
+
+    #[test]
+    fn without_elfcorehdr_size_the_configured_capacity_applies() {
+        let crash = CrashState {
+            kernel_updates_memory: true,
+            ..loaded_crash()
+        };
+        let before = host(boot_ranges(), crash.clone());
+        let now = host(sparse(10_000), crash);
+        let a = decide(
+            Some(&LoadedHeader::of(&before)),
+            &now,
+            &Triggers::default(),
+            &settings(),
+        );
+        assert_eq!(
+            a.capacity,
+            Capacity {
+                ranges: 8192,
+                source: CapacitySource::Config
+            }
+        );
+        assert_eq!(
+            a.decision,
+            Decision::Reload {
+                reasons: vec![
+                    ReloadReason::BufferTooSmall {
+                        needed: 10_000,
+                        capacity: 8192
+                    },
+                    ReloadReason::RangesChanged {
+                        added: 10_000,
+                        removed: 2
+                    },
+                ],
+                loader: LoaderChoice::KexecLoad
+            }
+        );
+    }
+
+    #[test]
+    fn a_needed_reload_never_uses_kexec_file_load_beyond_its_buffer() {
+        // Stale-header kernel (no crash_hotplug), but far more ranges than kexec_file_load would take.
+        let before = host(boot_ranges(), loaded_crash());
+        let now = host(sparse(9000), loaded_crash());
+        let d = decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default());
+        assert!(
+            matches!(
+                d,
+                Decision::Reload {
+                    loader: LoaderChoice::KexecLoad,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn beyond_kexec_tools_limit_nothing_can_reload() {
+        let now = host(sparse(KEXEC_TOOLS_MAX_RANGES as u64 + 1), loaded_crash());
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::CannotReload {
+                reason: CannotReload::TooManyRanges {
+                    needed: 32769,
+                    limit: 32768
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn not_loaded_reloads_and_a_kernel_log_finding_forces_a_reload() {
+        let mut now = host(boot_ranges(), self_updating());
+        let loaded = LoadedHeader::of(&now);
+        let triggers = Triggers {
+            kernel_update_failed: Some("crash hp: kexec_trylock() failed".into()),
+            ..Triggers::default()
+        };
+        assert_eq!(
+            decision(Some(&loaded), &now, &triggers),
+            Decision::Reload {
+                reasons: vec![ReloadReason::KernelUpdateFailed {
+                    line: "crash hp: kexec_trylock() failed".into()
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+        now.crash.loaded = false;
+        assert_eq!(
+            decision(Some(&loaded), &now, &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::NotLoaded],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn forced_reload_happens_even_when_nothing_changed() {
+        let now = host(boot_ranges(), loaded_crash());
+        let triggers = Triggers {
+            forced: true,
+            ..Triggers::default()
+        };
+        assert_eq!(
+            decision(Some(&LoadedHeader::of(&now)), &now, &triggers),
+            Decision::Reload {
+                reasons: vec![ReloadReason::Forced],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_header_reloads_unless_the_kernel_keeps_it_current() {
+        let now = host(boot_ranges(), loaded_crash());
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::HeaderUnknown],
+                loader: LoaderChoice::Configured
+            }
+        );
+        let now = host(boot_ranges(), self_updating());
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::Skip {
+                reason: SkipReason::KernelUpdatesHeader {
+                    memory: true,
+                    cpu: true
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn hosts_where_no_reload_can_help() {
+        let now = host(boot_ranges(), CrashState::default());
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::CannotReload {
+                reason: CannotReload::NoKexecSupport
+            }
+        );
+        let mut now = host(vec![], loaded_crash());
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::CannotReload {
+                reason: CannotReload::NoMemoryRanges
+            }
+        );
+        now.addresses_hidden = true;
+        assert_eq!(
+            decision(None, &now, &Triggers::default()),
+            Decision::CannotReload {
+                reason: CannotReload::AddressesHidden
+            }
+        );
+    }
+
+    #[test]
+    fn difference_counts_both_sides() {
+        assert_eq!(difference(&[1, 2, 3], &[2, 3, 4, 5]), (2, 1));
+        assert_eq!(difference::<u32>(&[], &[]), (0, 0));
+        assert_eq!(difference(&[1], &[]), (0, 1));
+    }
+}

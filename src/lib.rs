@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod debounce;
 pub mod decide;
 pub mod edge;
+pub mod kmsg;
 pub mod model;
 pub mod parse;
 pub mod ranges;
