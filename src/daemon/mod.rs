@@ -1,1 +1,633 @@
-//! The owner loop.
+//! The owner loop: one task owns all state and reacts to one [`Event`] at a time. Everything else (uevent
+//! sources, signals, D-Bus, loaders) only sends into its channel and reads the [`Status`] it publishes.
+
+mod status;
+
+pub use status::{Counters, Notice, State, Status};
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, InitialLoad, Settings};
+use crate::debounce::{Debouncer, Phase, ReloadOutcome};
+use crate::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
+use crate::edge::{
+    EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
+};
+use crate::kmsg::KernelFinding;
+use crate::model::HostSnapshot;
+use crate::snapshot::{SnapshotError, SnapshotReader};
+use crate::uevent::UeventBatch;
+
+/// Everything the owner loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// Uevents read in one wake-up of the event source.
+    Uevents(UeventBatch),
+    /// The kernel logged that its in-place header update failed.
+    KernelLog(KernelFinding),
+    /// A reload started by the loop ended.
+    ReloadFinished(ReloadFinished),
+    /// SIGHUP or D-Bus `ReloadConfig()`.
+    ConfigReload {
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// A request from the D-Bus or CLI side.
+    Request(Request),
+    /// The event source has nothing more to send (simulations end this way).
+    SourceFinished,
+    /// SIGTERM/SIGINT.
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub enum Request {
+    /// Reload now (after the one in flight), whatever changed; replies with the outcome.
+    Reload { reply: oneshot::Sender<String> },
+    /// Stop reacting (events are still counted); unpausing schedules one reload for what was missed.
+    SetPaused {
+        paused: bool,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug)]
+pub struct ReloadFinished {
+    pub result: Result<LoadReport, LoadError>,
+    pub request: LoadRequest,
+    pub duration: Duration,
+}
+
+/// Reads the config again on SIGHUP; injected so tests can hand over any outcome.
+pub type ConfigSource = Box<dyn FnMut() -> Result<Settings, ConfigError> + Send>;
+
+/// The loaders the decision can choose between.
+pub struct Loaders {
+    /// The configured one (native `kexec_file_load`, or the distro's command).
+    pub configured: Arc<dyn Loader>,
+    /// kexec-tools' `kexec_load` path, for headers the kernel's `kexec_file_load` buffer cannot hold.
+    pub kexec_load: Arc<dyn Loader>,
+}
+
+impl Loaders {
+    fn pick(&self, choice: LoaderChoice) -> Arc<dyn Loader> {
+        match choice {
+            LoaderChoice::Configured => self.configured.clone(),
+            LoaderChoice::KexecLoad => self.kexec_load.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Exit once the event source has finished and nothing is pending (simulations).
+    pub exit_when_source_finishes: bool,
+}
+
+/// What the loop did, for the final report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub counters: Counters,
+    pub range_count: u64,
+    pub last_reload_reason: String,
+    pub last_error: String,
+}
+
+/// Handles for the rest of the program: send events, watch status, hear notices (D-Bus signals).
+#[derive(Clone)]
+pub struct DaemonHandle {
+    pub events: mpsc::Sender<Event>,
+    pub status: watch::Receiver<Status>,
+    pub notices: broadcast::Sender<Notice>,
+}
+
+pub struct Daemon {
+    settings: Settings,
+    config_source: ConfigSource,
+    reader: SnapshotReader,
+    loaders: Loaders,
+    notifier: Arc<dyn Notifier>,
+    options: RunOptions,
+    debouncer: Debouncer,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    status_tx: watch::Sender<Status>,
+    notices: broadcast::Sender<Notice>,
+    /// What the loaded crash kernel's header holds, as far as the daemon knows.
+    loaded: Option<LoadedHeader>,
+    last_snapshot: Option<HostSnapshot>,
+    paused: bool,
+    /// Events arrived while paused: one reload follows the unpause.
+    missed_while_paused: bool,
+    source_finished: bool,
+    /// Why the next reload happens, besides what the snapshot shows.
+    triggers: Triggers,
+    /// The triggers of the reload in flight, given back if it fails so the retry keeps them.
+    in_flight_triggers: Triggers,
+    /// `Reload()` callers waiting for the outcome of the next reload.
+    reload_waiters: Vec<oneshot::Sender<String>>,
+}
+
+fn realtime_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    pub fn new(
+        settings: Settings,
+        config_source: ConfigSource,
+        reader: SnapshotReader,
+        loaders: Loaders,
+        notifier: Arc<dyn Notifier>,
+        options: RunOptions,
+    ) -> (Self, DaemonHandle) {
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let status = Status {
+            loader: loaders.configured.name(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Status::default()
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let (notices, _) = broadcast::channel(64);
+        let handle = DaemonHandle {
+            events: events_tx.clone(),
+            status: status_rx,
+            notices: notices.clone(),
+        };
+        let daemon = Daemon {
+            debouncer: Debouncer::new(settings.debounce.clone()),
+            settings,
+            config_source,
+            reader,
+            loaders,
+            notifier,
+            options,
+            events_tx,
+            events_rx,
+            status_tx,
+            notices,
+            loaded: None,
+            last_snapshot: None,
+            paused: false,
+            missed_while_paused: false,
+            source_finished: false,
+            triggers: Triggers::default(),
+            in_flight_triggers: Triggers::default(),
+            reload_waiters: Vec::new(),
+        };
+        (daemon, handle)
+    }
+
+    /// Starts the event source and runs the loop until shutdown.
+    pub async fn run(mut self, source: Box<dyn EventSource>) -> Report {
+        tracing::info!(source = %source.name(), loader = %self.loaders.configured.name(), "starting");
+        let source_task = tokio::spawn(source.run(self.events_tx.clone()));
+        self.start();
+        let watchdog = self.notifier.watchdog_interval();
+        let mut watchdog_timer = watchdog.map(|period| tokio::time::interval(period / 2));
+
+        loop {
+            let deadline = if self.paused {
+                None
+            } else {
+                self.debouncer.next_deadline()
+            };
+            let event = tokio::select! {
+                event = self.events_rx.recv() => event.unwrap_or(Event::Shutdown),
+                _ = sleep_until_std(deadline), if deadline.is_some() => {
+                    self.on_deadline();
+                    continue;
+                }
+                _ = tick(&mut watchdog_timer), if watchdog_timer.is_some() => {
+                    self.notifier.notify(Notification::Watchdog);
+                    continue;
+                }
+            };
+            if !self.handle(event) {
+                break;
+            }
+            if self.options.exit_when_source_finishes && self.source_finished && self.quiescent() {
+                break;
+            }
+        }
+        self.notifier.notify(Notification::Stopping);
+        source_task.abort();
+        let status = self.status_tx.borrow().clone();
+        tracing::info!(
+            events = status.counters.events_seen,
+            reloads = status.counters.reloads,
+            failed = status.counters.reloads_failed,
+            "stopped"
+        );
+        Report {
+            counters: status.counters,
+            range_count: status.range_count,
+            last_reload_reason: status.last_reload_reason,
+            last_error: status.last_error,
+        }
+    }
+
+    fn quiescent(&self) -> bool {
+        matches!(self.debouncer.phase(), Phase::Idle | Phase::Failed)
+    }
+
+    /// First snapshot, READY, and the initial load when one is due.
+    fn start(&mut self) {
+        match self.reader.take() {
+            Ok(snapshot) => {
+                let crash = &snapshot.crash;
+                let capacity = decide::capacity(&snapshot, &self.settings);
+                tracing::info!(
+                    ranges = snapshot.ranges.len(),
+                    capacity = capacity.ranges,
+                    capacity_source = ?capacity.source,
+                    crash_loaded = crash.loaded,
+                    kernel_updates_memory = crash.kernel_updates_memory,
+                    kernel_updates_cpu = crash.kernel_updates_cpu,
+                    "host snapshot"
+                );
+                let load_now = match self.settings.initial_load {
+                    InitialLoad::Always => true,
+                    InitialLoad::IfMissing => !crash.loaded,
+                    InitialLoad::Never => false,
+                };
+                if crash.loaded && !load_now {
+                    // Started after the distro's kdump service loaded it (the unit is ordered after it): take
+                    // that header as matching this snapshot.
+                    self.loaded = Some(LoadedHeader::of(&snapshot));
+                }
+                if load_now && crash.kexec_supported {
+                    self.debouncer.force(Instant::now().into_std());
+                }
+                self.absorb_snapshot(snapshot);
+            }
+            Err(error) => self.record_snapshot_error(&error),
+        }
+        self.publish(|_| {});
+        let summary = self.status_tx.borrow().summary();
+        self.notifier
+            .notify(Notification::Ready { status: summary });
+    }
+
+    /// Returns false to stop the loop.
+    fn handle(&mut self, event: Event) -> bool {
+        let now = Instant::now().into_std();
+        match event {
+            Event::Uevents(batch) => self.on_uevents(now, batch),
+            Event::KernelLog(finding) => {
+                tracing::warn!(
+                    line = finding.line(),
+                    "kernel reports its crash header update failed"
+                );
+                self.triggers.kernel_update_failed = Some(finding.line().to_owned());
+                self.publish(|s| s.counters.kernel_update_failures += 1);
+                if self.paused {
+                    self.missed_while_paused = true;
+                } else {
+                    self.debouncer.on_event(now);
+                }
+            }
+            Event::ReloadFinished(finished) => self.on_reload_finished(now, finished),
+            Event::ConfigReload { reply } => self.reload_config(reply),
+            Event::Request(request) => self.on_request(now, request),
+            Event::SourceFinished => {
+                tracing::info!("event source finished");
+                self.source_finished = true;
+            }
+            Event::Shutdown => return false,
+        }
+        self.publish(|_| {});
+        true
+    }
+
+    fn on_uevents(&mut self, now: std::time::Instant, batch: UeventBatch) {
+        let count = batch.events.len() as u64;
+        if batch.lost > 0 {
+            tracing::warn!(
+                lost = batch.lost,
+                "uevent socket overflowed: taking a fresh snapshot"
+            );
+        }
+        let coalesced_before = self.debouncer.coalesced();
+        // A lost uevent may have been a hotplug: treat the overflow as one event so a snapshot follows.
+        let relevant = count + u64::from(batch.lost > 0);
+        if self.paused {
+            self.missed_while_paused |= relevant > 0;
+        } else {
+            self.debouncer.on_events(now, relevant);
+        }
+        let coalesced = self.debouncer.coalesced() - coalesced_before;
+        self.publish(|s| {
+            s.counters.events_seen += count;
+            s.counters.events_malformed += batch.malformed;
+            s.counters.events_lost += batch.lost;
+            s.counters.events_coalesced += coalesced;
+            s.counters.uevent_batches += 1;
+        });
+    }
+
+    fn on_request(&mut self, now: std::time::Instant, request: Request) {
+        match request {
+            Request::Reload { reply } => {
+                self.triggers.forced = true;
+                self.reload_waiters.push(reply);
+                self.debouncer.force(now);
+            }
+            Request::SetPaused { paused, reply } => {
+                if self.paused && !paused && self.missed_while_paused {
+                    self.debouncer.on_event(now);
+                }
+                if paused != self.paused {
+                    tracing::info!(paused, "pause changed");
+                }
+                self.paused = paused;
+                self.missed_while_paused = false;
+                self.publish(|s| s.paused = paused);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now().into_std();
+        if !self.debouncer.due(now) {
+            return;
+        }
+        self.debouncer.on_reload_started(now);
+        let triggers = std::mem::take(&mut self.triggers);
+        let snapshot = match self.reader.take() {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                self.record_snapshot_error(&error);
+                self.debouncer
+                    .on_reload_finished(now, ReloadOutcome::Failed { retry: true });
+                self.triggers = triggers;
+                return;
+            }
+        };
+        let assessment = decide::decide(self.loaded.as_ref(), &snapshot, &triggers, &self.settings);
+        tracing::info!(
+            decision = %assessment.decision,
+            needed = assessment.needed,
+            capacity = assessment.capacity.ranges,
+            "decided"
+        );
+        self.absorb_snapshot(snapshot.clone());
+        if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
+            let _ = self
+                .notices
+                .send(Notice::KernelBufferTooSmall { needed, capacity });
+        }
+        match assessment.decision.clone() {
+            Decision::Skip { reason } => {
+                if matches!(reason, decide::SkipReason::KernelUpdatesHeader { .. }) {
+                    // The kernel wrote this layout into the header itself.
+                    self.loaded = Some(LoadedHeader::of(&snapshot));
+                }
+                self.debouncer
+                    .on_reload_finished(now, ReloadOutcome::Succeeded);
+                let text = format!("skipped: {reason}");
+                self.publish(|s| {
+                    s.counters.reloads_skipped += 1;
+                    s.last_decision = text.clone();
+                });
+                self.answer_waiters(&text);
+            }
+            Decision::CannotReload { reason } => {
+                let text = format!("cannot reload: {reason}");
+                tracing::error!("{text}");
+                self.debouncer
+                    .on_reload_finished(now, ReloadOutcome::Failed { retry: false });
+                self.publish(|s| {
+                    s.last_error = text.clone();
+                    s.last_decision = text.clone();
+                });
+                self.answer_waiters(&text);
+            }
+            Decision::Reload { loader, .. } => {
+                self.in_flight_triggers = triggers;
+                self.start_reload(now, &snapshot, &assessment, loader)
+            }
+        }
+    }
+
+    fn start_reload(
+        &mut self,
+        now: std::time::Instant,
+        snapshot: &HostSnapshot,
+        assessment: &Assessment,
+        choice: LoaderChoice,
+    ) {
+        let reason = assessment.decision.to_string();
+        let request = LoadRequest {
+            ranges: Arc::new(snapshot.ranges.clone()),
+            cpus: snapshot.present_cpus.clone(),
+            method: choice,
+            reason: reason.clone(),
+        };
+        self.publish(|s| s.last_decision = reason.clone());
+        if self.settings.dry_run {
+            tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
+            self.debouncer
+                .on_reload_finished(now, ReloadOutcome::Succeeded);
+            self.publish(|s| s.counters.reloads_skipped += 1);
+            self.answer_waiters(&format!("dry run: would {reason}"));
+            return;
+        }
+        let loader = self.loaders.pick(choice);
+        tracing::info!(loader = %loader.name(), ranges = request.ranges.len(), "reloading the crash kernel");
+        self.notifier
+            .notify(Notification::Status(format!("reloading: {reason}")));
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = loader.load(request.clone()).await;
+            let duration = started.elapsed();
+            let _ = events
+                .send(Event::ReloadFinished(ReloadFinished {
+                    result,
+                    request,
+                    duration,
+                }))
+                .await;
+        });
+    }
+
+    fn on_reload_finished(&mut self, now: std::time::Instant, finished: ReloadFinished) {
+        let ReloadFinished {
+            result,
+            request,
+            duration,
+        } = finished;
+        let ranges = request.ranges.len() as u32;
+        let duration_usec = duration.as_micros() as u64;
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    loader = %report.loader,
+                    ranges,
+                    duration_ms = duration.as_millis() as u64,
+                    detail = %report.detail,
+                    "crash kernel reloaded"
+                );
+                self.loaded = Some(LoadedHeader {
+                    ranges: (*request.ranges).clone(),
+                    cpus: request.cpus,
+                });
+                self.debouncer
+                    .on_reload_finished(now, ReloadOutcome::Succeeded);
+                self.publish(|s| {
+                    s.counters.reloads += 1;
+                    s.last_reload_usec = realtime_usec();
+                    s.last_reload_duration_usec = duration_usec;
+                    s.last_reload_reason = request.reason.clone();
+                    s.last_error.clear();
+                    s.crash_kernel_loaded = true;
+                    if request.method == LoaderChoice::KexecLoad {
+                        // A kexec_load without the hotplug flag is not updated by the kernel.
+                        s.kernel_updates_memory = false;
+                        s.kernel_updates_cpu = false;
+                    }
+                });
+                let _ = self.notices.send(Notice::ReloadFinished {
+                    success: true,
+                    reason: request.reason.clone(),
+                    duration_usec,
+                    ranges,
+                });
+                self.answer_waiters(&format!("reloaded: {}", request.reason));
+            }
+            Err(error) => {
+                let backoff = self
+                    .debouncer
+                    .backoff(self.debouncer.consecutive_failures() + 1);
+                tracing::error!(
+                    %error,
+                    retry = error.retry,
+                    retry_in_ms = error.retry.then_some(backoff.as_millis() as u64),
+                    "crash kernel reload failed"
+                );
+                // The retry keeps what made this reload necessary; whether a crash kernel is still loaded
+                // after the failure, the next snapshot says.
+                let lost = std::mem::take(&mut self.in_flight_triggers);
+                self.triggers.forced |= lost.forced;
+                if self.triggers.kernel_update_failed.is_none() {
+                    self.triggers.kernel_update_failed = lost.kernel_update_failed;
+                }
+                self.debouncer
+                    .on_reload_finished(now, ReloadOutcome::Failed { retry: error.retry });
+                let message = error.message.clone();
+                self.publish(|s| {
+                    s.counters.reloads_failed += 1;
+                    s.last_error = format!("reload failed: {message}");
+                    s.last_reload_duration_usec = duration_usec;
+                });
+                let _ = self.notices.send(Notice::ReloadFinished {
+                    success: false,
+                    reason: format!("{}: {}", request.reason, error.message),
+                    duration_usec,
+                    ranges,
+                });
+                self.answer_waiters(&format!("failed: {}", error.message));
+            }
+        }
+    }
+
+    fn reload_config(&mut self, reply: Option<oneshot::Sender<Result<(), String>>>) {
+        self.notifier.notify(Notification::Reloading);
+        let outcome = match (self.config_source)() {
+            Ok(settings) => {
+                tracing::info!("configuration reloaded");
+                self.debouncer.set_settings(settings.debounce.clone());
+                self.settings = settings;
+                Ok(())
+            }
+            Err(error) => {
+                let message =
+                    format!("configuration not reloaded, keeping the previous one: {error}");
+                tracing::error!("{message}");
+                self.publish(|s| s.last_error = message.clone());
+                Err(error.to_string())
+            }
+        };
+        let summary = self.status_tx.borrow().summary();
+        self.notifier
+            .notify(Notification::Reloaded { status: summary });
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn answer_waiters(&mut self, outcome: &str) {
+        for waiter in self.reload_waiters.drain(..) {
+            let _ = waiter.send(outcome.to_owned());
+        }
+    }
+
+    fn absorb_snapshot(&mut self, snapshot: HostSnapshot) {
+        let capacity = decide::capacity(&snapshot, &self.settings);
+        let capacity_known = snapshot.crash.elfcorehdr_size.is_some();
+        self.publish(|s| {
+            s.crash_kernel_loaded = snapshot.crash.loaded;
+            s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
+            s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;
+            s.range_count = snapshot.ranges.len() as u64;
+            s.kernel_range_capacity = if capacity_known { capacity.ranges } else { 0 };
+            s.configured_range_capacity = capacity.ranges;
+            s.ranges = Arc::new(snapshot.ranges.clone());
+            s.cpus = snapshot.present_cpus.to_string();
+            s.addresses_hidden = snapshot.addresses_hidden;
+        });
+        if snapshot.addresses_hidden {
+            self.publish(|s| s.last_error = decide::CannotReload::AddressesHidden.to_string());
+        }
+        self.last_snapshot = Some(snapshot);
+    }
+
+    fn record_snapshot_error(&mut self, error: &SnapshotError) {
+        tracing::error!(%error, "cannot read the host's state");
+        let message = format!("snapshot failed: {error}");
+        self.publish(|s| s.last_error = message.clone());
+    }
+
+    /// Applies `change`, refreshes the derived fields, and tells watchers (D-Bus, sd_notify) when it changed.
+    fn publish(&self, change: impl FnOnce(&mut Status)) {
+        let phase = self.debouncer.phase();
+        let paused = self.paused;
+        let mut status_changed = false;
+        self.status_tx.send_if_modified(|status| {
+            let before = status.clone();
+            change(status);
+            status.state = State::from_phase(phase, !status.last_error.is_empty());
+            status.paused = paused;
+            status_changed = status.state != before.state || status.last_error != before.last_error;
+            *status != before
+        });
+        if status_changed {
+            let summary = self.status_tx.borrow().summary();
+            self.notifier.notify(Notification::Status(summary));
+        }
+    }
+}
+
+async fn sleep_until_std(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

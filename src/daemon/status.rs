@@ -1,0 +1,128 @@
+//! The state the owner loop publishes: read by D-Bus, the CLI, sd_notify and the final report.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::debounce::Phase;
+use crate::model::MemRange;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Idle,
+    Waiting,
+    Reloading,
+    Backoff,
+    Error,
+}
+
+impl State {
+    pub fn from_phase(phase: Phase, error: bool) -> Self {
+        match phase {
+            Phase::Waiting => State::Waiting,
+            Phase::Reloading => State::Reloading,
+            Phase::Backoff => State::Backoff,
+            Phase::Failed => State::Error,
+            Phase::Idle if error => State::Error,
+            Phase::Idle => State::Idle,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Waiting => "waiting",
+            State::Reloading => "reloading",
+            State::Backoff => "backoff",
+            State::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub events_seen: u64,
+    /// Events that rode on a reload already pending or in flight instead of causing their own.
+    pub events_coalesced: u64,
+    pub events_malformed: u64,
+    /// Uevents the kernel dropped because the socket buffer overflowed.
+    pub events_lost: u64,
+    /// Wake-ups of the owner loop for uevents (each carries a batch).
+    pub uevent_batches: u64,
+    pub reloads: u64,
+    pub reloads_failed: u64,
+    /// Debounced bursts that needed no reload (nothing changed, or the kernel updates the header itself).
+    pub reloads_skipped: u64,
+    /// Kernel log lines saying its in-place header update failed.
+    pub kernel_update_failures: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub state: State,
+    pub paused: bool,
+    pub crash_kernel_loaded: bool,
+    pub kernel_updates_memory: bool,
+    pub kernel_updates_cpu: bool,
+    pub range_count: u64,
+    /// Memory ranges the kernel's header buffer holds, from `crash_elfcorehdr_size`; 0 = unknown.
+    pub kernel_range_capacity: u64,
+    /// The capacity the decision uses (the config's fallback when the kernel does not say).
+    pub configured_range_capacity: u64,
+    #[serde(skip)]
+    pub ranges: Arc<Vec<MemRange>>,
+    pub cpus: String,
+    pub addresses_hidden: bool,
+    pub counters: Counters,
+    /// Realtime (µs since the epoch) of the last successful reload; 0 = none.
+    pub last_reload_usec: u64,
+    pub last_reload_duration_usec: u64,
+    pub last_reload_reason: String,
+    pub last_decision: String,
+    pub last_error: String,
+    pub loader: String,
+    pub version: String,
+}
+
+impl Status {
+    /// One line for sd_notify's STATUS= and the live display.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{}{}: {} ranges, crash kernel {}, {} events ({} coalesced, {} malformed, {} lost), {} reloads ({} failed, \
+             {} skipped)",
+            self.state.as_str(),
+            if self.paused { " (paused)" } else { "" },
+            self.range_count,
+            if self.crash_kernel_loaded { "loaded" } else { "not loaded" },
+            self.counters.events_seen,
+            self.counters.events_coalesced,
+            self.counters.events_malformed,
+            self.counters.events_lost,
+            self.counters.reloads,
+            self.counters.reloads_failed,
+            self.counters.reloads_skipped,
+        );
+        if !self.last_error.is_empty() {
+            line.push_str("; last error: ");
+            line.push_str(&self.last_error);
+        }
+        line
+    }
+}
+
+/// Things that happened, for D-Bus signals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    ReloadFinished {
+        success: bool,
+        reason: String,
+        duration_usec: u64,
+        ranges: u32,
+    },
+    KernelBufferTooSmall {
+        needed: u64,
+        capacity: u64,
+    },
+}

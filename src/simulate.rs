@@ -1,0 +1,112 @@
+//! `run --simulate`: the whole daemon on a simulated host, with the simulated loader and notifier.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, Report, RunOptions};
+use crate::decide::LoaderChoice;
+use crate::edge::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, SimulatedHost};
+use crate::edge::Notification;
+use crate::model::MemRange;
+use crate::snapshot::{SnapshotError, SnapshotReader};
+use crate::sysroot::Sysroot;
+
+/// Everything a simulated run leaves behind, for the report and for tests.
+#[derive(Debug)]
+pub struct SimulationOutcome {
+    pub scenario: Scenario,
+    pub report: Report,
+    pub coverage: DumpCoverage,
+    pub new_ranges: Vec<MemRange>,
+    pub loads: Vec<LoadRecord>,
+    pub notifications: Vec<Notification>,
+}
+
+/// A prepared simulated daemon: call [`Simulation::run`], or grab [`Simulation::handle`] first.
+pub struct Simulation {
+    host: SimulatedHost,
+    daemon: Daemon,
+    handle: DaemonHandle,
+    configured: Arc<crate::edge::sim::SimulatedLoader>,
+    kexec_load: Arc<crate::edge::sim::SimulatedLoader>,
+    notifier: Arc<RecordingNotifier>,
+}
+
+impl Simulation {
+    pub fn new(
+        scenario: Scenario,
+        settings: Settings,
+        config_source: ConfigSource,
+    ) -> Result<Self, SimulationError> {
+        let host = SimulatedHost::new(scenario).map_err(SimulationError::Sysroot)?;
+        let reader = SnapshotReader::open(Sysroot::new(host.sysroot()))?;
+        let configured = host.loader(LoaderChoice::Configured);
+        let kexec_load = host.loader(LoaderChoice::KexecLoad);
+        let notifier = Arc::new(RecordingNotifier::default());
+        let loaders = Loaders {
+            configured: Arc::new(configured.clone()),
+            kexec_load: Arc::new(kexec_load.clone()),
+        };
+        let (daemon, handle) = Daemon::new(
+            settings,
+            config_source,
+            reader,
+            loaders,
+            Arc::new(notifier.clone()),
+            RunOptions {
+                exit_when_source_finishes: true,
+            },
+        );
+        Ok(Simulation {
+            host,
+            daemon,
+            handle,
+            configured,
+            kexec_load,
+            notifier,
+        })
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        self.handle.clone()
+    }
+
+    pub fn host(&self) -> &SimulatedHost {
+        &self.host
+    }
+
+    pub async fn run(self) -> SimulationOutcome {
+        let Simulation {
+            host,
+            daemon,
+            configured,
+            kexec_load,
+            notifier,
+            ..
+        } = self;
+        let report = daemon.run(Box::new(host.clone())).await;
+        let mut loads = configured.records();
+        loads.extend(kexec_load.records());
+        let notifications = notifier
+            .notifications
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        SimulationOutcome {
+            scenario: host.scenario().clone(),
+            report,
+            coverage: host.coverage(),
+            new_ranges: host.new_ranges(),
+            loads,
+            notifications,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    #[error("cannot create the simulated sysroot: {0}")]
+    Sysroot(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
