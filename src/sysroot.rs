@@ -1,5 +1,4 @@
 //! Roots every read of `/proc` and `/sys` under a directory (`--sysroot`), so fixtures can stand in for a host.
-// STUB: owned by the parsers work; signatures are the contract.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +32,17 @@ impl Sysroot {
     pub fn read_to_string(&self, absolute: &str) -> Result<String, SysrootError> {
         let path = self.path(absolute);
         std::fs::read_to_string(&path).map_err(|source| SysrootError { path, source })
+    }
+
+    /// Opens a file for reading, e.g. to keep `/proc/iomem` open across reads.
+    pub fn open(&self, absolute: &str) -> Result<std::fs::File, SysrootError> {
+        let path = self.path(absolute);
+        std::fs::File::open(&path).map_err(|source| SysrootError { path, source })
+    }
+
+    /// Whether the path exists (a dangling symlink does not).
+    pub fn exists(&self, absolute: &str) -> bool {
+        self.path(absolute).exists()
     }
 
     /// Like [`Self::read_to_string`], but a missing file is `Ok(None)`.
