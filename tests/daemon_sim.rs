@@ -1,0 +1,199 @@
+//! The whole owner loop on the simulated host, with tokio's paused clock: no test waits in real time.
+
+use std::time::Duration;
+
+use kdump_hotplugd::config::{ConfigError, Settings};
+use kdump_hotplugd::daemon::{Event, Request, State};
+use kdump_hotplugd::decide::LoaderChoice;
+use kdump_hotplugd::edge::sim::{LoaderBehaviour, Scenario, Step};
+use kdump_hotplugd::edge::Notification;
+use kdump_hotplugd::simulate::{Simulation, SimulationOutcome};
+use tokio::sync::oneshot;
+
+fn default_config() -> Box<dyn FnMut() -> Result<Settings, ConfigError> + Send> {
+    Box::new(|| Ok(Settings::default()))
+}
+
+async fn simulate(scenario: Scenario) -> SimulationOutcome {
+    Simulation::new(scenario, Settings::default(), default_config()).expect("simulation").run().await
+}
+
+fn scenario(name: &str) -> Scenario {
+    Scenario::named(name).unwrap_or_else(|| panic!("no scenario {name}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terabyte_of_virtio_mem_is_one_reload() {
+    let outcome = simulate(scenario("virtio-mem-1t")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.events_seen, 16_384);
+    assert_eq!(c.reloads, 1);
+    assert_eq!(c.reloads_failed, 0);
+    assert_eq!(c.events_coalesced, 16_383);
+    assert_eq!(c.uevent_batches, 64, "read in batches of 256, one wake-up each");
+    assert_eq!(outcome.new_ranges.len(), 1);
+    assert_eq!(outcome.new_ranges[0].size(), 1 << 40);
+    assert!(outcome.coverage.missing().is_empty(), "the dump misses {:?}", outcome.coverage.missing());
+    assert_eq!(outcome.report.last_error, "");
+    assert!(matches!(outcome.notifications.first(), Some(Notification::Ready { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
+    // The control: the same host and plug, but nobody reloads. Proves the coverage check can fail.
+    let s = scenario("virtio-mem-1t");
+    let host = kdump_hotplugd::edge::sim::SimulatedHost::new(s).expect("host");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let source: Box<dyn kdump_hotplugd::edge::EventSource> = Box::new(host.clone());
+    let task = tokio::spawn(source.run(tx));
+    while let Some(event) = rx.recv().await {
+        if matches!(event, Event::SourceFinished) {
+            break;
+        }
+    }
+    task.await.expect("source");
+    assert_eq!(host.coverage().missing().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_self_updating_kernel_needs_no_reload() {
+    let outcome = simulate(scenario("self-updating")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.events_seen, 1024);
+    assert_eq!(c.reloads, 0);
+    assert_eq!(c.reloads_skipped, 1);
+    assert!(outcome.loads.is_empty());
+    assert!(outcome.coverage.missing().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
+    let outcome = simulate(scenario("sparse-overflow")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.reloads, 1);
+    assert!(c.kernel_update_failures >= 1, "the kernel's overflow line was caught");
+    assert_eq!(outcome.loads.len(), 1);
+    assert_eq!(outcome.loads[0].method, LoaderChoice::KexecLoad, "never a kexec_file_load that cannot fit");
+    assert_eq!(outcome.loads[0].ranges, 3 + 10_240);
+    assert!(outcome.coverage.missing().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cpu_hotplug_reloads_for_each_settled_change() {
+    let outcome = simulate(scenario("cpu-hotplug")).await;
+    assert_eq!(outcome.report.counters.reloads, 2);
+    let cpus: Vec<usize> = outcome.loads.iter().map(|l| l.cpus).collect();
+    assert_eq!(cpus, vec![4, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_during_a_slow_reload_make_exactly_one_follow_up() {
+    let outcome = simulate(scenario("slow-loader")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.events_seen, 2 * 1024);
+    assert_eq!(c.reloads, 2, "the one in flight and exactly one follow-up");
+    assert!(outcome.coverage.missing().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_loader_is_retried_with_backoff_and_reported() {
+    let started = tokio::time::Instant::now();
+    let outcome = simulate(scenario("failing-loader")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.reloads_failed, 2);
+    assert_eq!(c.reloads, 1);
+    assert_eq!(outcome.loads.iter().filter(|l| !l.succeeded).count(), 2);
+    // quiet 1 s, then backoffs of 1 s and 2 s between the attempts of 0.2 s each.
+    assert!(started.elapsed() >= Duration::from_millis(1000 + 1000 + 2000 + 600));
+    assert!(outcome.coverage.missing().is_empty());
+    let statuses: Vec<&Notification> = outcome
+        .notifications
+        .iter()
+        .filter(|n| matches!(n, Notification::Status(s) if s.contains("reload failed")))
+        .collect();
+    assert!(!statuses.is_empty(), "the failure reached the service manager's status");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_uevents_are_counted_and_skipped() {
+    let outcome = simulate(scenario("malformed")).await;
+    let c = &outcome.report.counters;
+    assert_eq!(c.events_malformed, 5);
+    assert_eq!(c.events_seen, 128);
+    assert_eq!(c.reloads, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
+    let mut s = scenario("virtio-mem-1t");
+    s.steps = vec![Step::Pause(Duration::from_secs(5)), Step::Plug { bytes: 4 << 30, sparse: false }];
+    s.loader = LoaderBehaviour { delay: Duration::from_millis(100), failures: 0 };
+    let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
+    let handle = simulation.handle();
+    let run = tokio::spawn(simulation.run());
+
+    let (reply, answer) = oneshot::channel();
+    handle.events.send(Event::Request(Request::Reload { reply })).await.expect("send");
+    let outcome = answer.await.expect("an answer");
+    assert!(outcome.starts_with("reloaded: reload: forced"), "{outcome}");
+
+    let (reply, done) = oneshot::channel();
+    handle.events.send(Event::Request(Request::SetPaused { paused: true, reply })).await.expect("send");
+    done.await.expect("paused");
+    let mut status = handle.status.clone();
+    // The plug comes and goes while paused: counted, not reloaded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while status.borrow().counters.events_seen < 64 {
+        assert!(tokio::time::Instant::now() < deadline, "events never arrived");
+        let _ = tokio::time::timeout_at(deadline, status.changed()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status.borrow().counters.reloads, 1, "no reload while paused");
+    assert!(status.borrow().paused);
+
+    let (reply, done) = oneshot::channel();
+    handle.events.send(Event::Request(Request::SetPaused { paused: false, reply })).await.expect("send");
+    done.await.expect("unpaused");
+    let outcome = run.await.expect("daemon");
+    assert_eq!(outcome.report.counters.reloads, 2, "one reload follows the unpause");
+    assert!(outcome.coverage.missing().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_config_on_reload_is_reported_and_the_old_one_kept() {
+    let mut s = scenario("virtio-mem-1t");
+    s.steps = vec![Step::Pause(Duration::from_secs(2))];
+    let mut calls = 0;
+    let source = Box::new(move || {
+        calls += 1;
+        Err(ConfigError::Invalid {
+            file: "/etc/kdump-hotplugd/config.d/10-x.toml".into(),
+            line: 3,
+            key: "debounce.quiet_window_ms".into(),
+            message: format!("expected an integer (call {calls})"),
+        })
+    });
+    let simulation = Simulation::new(s, Settings::default(), source).expect("simulation");
+    let handle = simulation.handle();
+    let run = tokio::spawn(simulation.run());
+    let (reply, answer) = oneshot::channel();
+    handle.events.send(Event::ConfigReload { reply: Some(reply) }).await.expect("send");
+    let error = answer.await.expect("answer").expect_err("the bad config is refused");
+    assert!(error.contains("10-x.toml:3: debounce.quiet_window_ms"), "{error}");
+    assert!(handle.status.borrow().last_error.contains("keeping the previous one"));
+    assert_eq!(handle.status.borrow().state, State::Error);
+    let outcome = run.await.expect("daemon keeps running until its source ends");
+    assert_eq!(outcome.report.counters.events_seen, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_the_loop_cleanly() {
+    let mut s = scenario("virtio-mem-1t");
+    s.steps = vec![Step::Pause(Duration::from_secs(3600))];
+    let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
+    let handle = simulation.handle();
+    let run = tokio::spawn(simulation.run());
+    handle.events.send(Event::Shutdown).await.expect("send");
+    let outcome = tokio::time::timeout(Duration::from_secs(1), run).await.expect("stops").expect("no panic");
+    assert!(matches!(outcome.notifications.last(), Some(Notification::Stopping)));
+}
