@@ -54,3 +54,35 @@ impl Sysroot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_host_paths_under_the_root() {
+        assert_eq!(
+            Sysroot::new("/").path("/proc/iomem"),
+            PathBuf::from("/proc/iomem")
+        );
+        assert_eq!(
+            Sysroot::new("tests/fixtures/small-vm").path("/sys/kernel/kexec_crash_loaded"),
+            PathBuf::from("tests/fixtures/small-vm/sys/kernel/kexec_crash_loaded")
+        );
+    }
+
+    #[test]
+    fn missing_files_are_none_and_other_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path());
+        assert_eq!(root.read_optional("/proc/iomem").unwrap(), None);
+        assert!(!root.exists("/proc/iomem"));
+        std::fs::create_dir_all(dir.path().join("proc/iomem")).unwrap();
+        assert!(root.exists("/proc/iomem"));
+        let error = root.read_optional("/proc/iomem").unwrap_err();
+        assert_eq!(error.path, dir.path().join("proc/iomem"));
+        assert!(error
+            .to_string()
+            .starts_with(&dir.path().join("proc/iomem").display().to_string()));
+    }
+}
