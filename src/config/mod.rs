@@ -1,12 +1,12 @@
 //! Configuration: `/etc/kdump-hotplugd/config.toml` plus `config.d/*.toml` drop-ins, in three stages
 //! (fragments → merged inputs → validated [`Settings`]).
 //!
-//! 1. [`fragments`]: each file parsed on its own; every field optional, unknown keys rejected.
-//! 2. [`inputs`]: the fragments laid over the defaults in order, each value remembering its file and line.
-//! 3. [`validate`]: ranges and consistency checked, producing [`Settings`].
+//! 1. `fragments`: each file parsed on its own; every field optional, unknown keys rejected.
+//! 2. `inputs`: the fragments laid over the defaults in order, each value remembering its file and line.
+//! 3. `validate`: ranges and consistency checked, producing [`Settings`].
 //!
 //! Files, all under the `--sysroot`: the main file first, then the drop-ins of the three directories in
-//! [`DROP_IN_DIRS`] ordered by file name (see [`sources`] for the systemd-style rules). Every error names the
+//! [`DROP_IN_DIRS`] ordered by file name (see `sources` for the systemd-style rules). Every error names the
 //! file, line and dotted key: `/etc/kdump-hotplugd/config.d/10-x.toml:3: debounce.quiet_window_ms: expected an
 //! integer, found a string`.
 
