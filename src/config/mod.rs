@@ -1,11 +1,30 @@
 //! Configuration: `/etc/kdump-hotplugd/config.toml` plus `config.d/*.toml` drop-ins, in three stages
 //! (fragments → merged inputs → validated [`Settings`]).
-// STUB: owned by the config work. `Settings` and its sub-structs are the contract; add, don't rename.
+//!
+//! 1. `fragments`: each file parsed on its own; every field optional, unknown keys rejected.
+//! 2. `inputs`: the fragments laid over the defaults in order, each value remembering its file and line.
+//! 3. `validate`: ranges and consistency checked, producing [`Settings`].
+//!
+//! Files, all under the `--sysroot`: the main file first, then the drop-ins of the three directories in
+//! [`DROP_IN_DIRS`] ordered by file name (see `sources` for the systemd-style rules). Every error names the
+//! file, line and dotted key: `/etc/kdump-hotplugd/config.d/10-x.toml:3: debounce.quiet_window_ms: expected an
+//! integer, found a string`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::sysroot::Sysroot;
+
+mod describe;
+mod diagnostics;
+mod fragments;
+mod inputs;
+mod schema;
+mod sources;
+mod validate;
+
+pub use sources::{DROP_IN_DIRS, MAIN_FILE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -147,8 +166,96 @@ pub enum ConfigError {
     Io { file: String, message: String },
 }
 
+/// Where a key's effective value came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Origin {
+    /// Not set in any file: the built-in default.
+    #[default]
+    Default,
+    /// Last set in `file` (the host path) at `line` (1-based).
+    File { file: String, line: usize },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { file, line } => write!(f, "{file}:{line}"),
+        }
+    }
+}
+
+/// Where every effective value came from, and which files were applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Provenance {
+    files: Vec<String>,
+    /// By dotted key (`debounce.quiet_window_ms`).
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Provenance {
+    /// The files applied, in order (host paths); a missing main file is not listed.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// Where the dotted `key` (`debounce.quiet_window_ms`) got its value; `None` for a key that does not exist.
+    pub fn origin(&self, key: &str) -> Option<&Origin> {
+        self.origins.get(key)
+    }
+
+    /// Every key with its origin, by dotted key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Origin)> {
+        self.origins
+            .iter()
+            .map(|(key, origin)| (key.as_str(), origin))
+    }
+}
+
 /// Loads and validates the configuration under `sysroot`.
 pub fn load(sysroot: &Sysroot) -> Result<Settings, ConfigError> {
-    let _ = sysroot;
-    todo!("config loader")
+    load_with_provenance(sysroot).map(|(settings, _)| settings)
 }
+
+/// Like [`load`], also saying where each value came from (for `check-config`, see [`describe`]).
+pub fn load_with_provenance(sysroot: &Sysroot) -> Result<(Settings, Provenance), ConfigError> {
+    let mut texts = Vec::new();
+    for file in sources::discover(sysroot)? {
+        if let Some(text) = sources::read(&file)? {
+            texts.push((file.shown, text));
+        }
+    }
+    from_texts(
+        texts
+            .iter()
+            .map(|(file, text)| (file.as_str(), text.as_str())),
+    )
+}
+
+/// The pure part of [`load_with_provenance`]: `(shown file name, text)` pairs, in the order they apply.
+pub(crate) fn from_texts<'a>(
+    texts: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(Settings, Provenance), ConfigError> {
+    let mut merged = inputs::Inputs::defaults();
+    for (index, (file, text)) in texts.into_iter().enumerate() {
+        let fragment = fragments::parse(file, text)?;
+        let source = inputs::Source {
+            file,
+            text,
+            rank: index + 1,
+        };
+        merged.apply(&source, fragment);
+    }
+    let settings = validate::validate(&merged)?;
+    Ok((settings, merged.provenance()))
+}
+
+/// Renders every effective key as `key = value  # origin`, preceded by the files applied. The lines are valid
+/// TOML, so the output can be saved as a config file that reproduces `settings`.
+pub fn describe(settings: &Settings, provenance: &Provenance) -> String {
+    describe::describe(settings, provenance)
+}
+
+#[cfg(test)]
+mod tests;
