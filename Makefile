@@ -53,7 +53,11 @@ build:
 
 install: build
 	$(INSTALL) -Dm0755 $(BIN) $(DESTDIR)$(SBINDIR)/kdump-hotplugd
-	$(INSTALL) -Dm0644 systemd/kdump-hotplugd.service $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
+	@# The unit names the binary by its path: follow SBINDIR (a no-op for PREFIX=/usr).
+	$(INSTALL) -dm0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/sbin/kdump-hotplugd|$(SBINDIR)/kdump-hotplugd|g' systemd/kdump-hotplugd.service \
+		> $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
 	$(INSTALL) -Dm0644 systemd/50-kdump-hotplugd.preset $(DESTDIR)$(PRESETDIR)/50-kdump-hotplugd.preset
 	$(INSTALL) -Dm0644 packaging/dbus/org.kdump.Hotplug1.conf $(DESTDIR)$(DBUSPOLICYDIR)/org.kdump.Hotplug1.conf
 	$(INSTALL) -Dm0644 packaging/man/kdump-hotplugd.8 $(DESTDIR)$(MANDIR)/man8/kdump-hotplugd.8
