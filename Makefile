@@ -1,0 +1,137 @@
+# kdump-hotplugd — build, install and package.
+#
+#   make                     build the release binary
+#   make install DESTDIR=/tmp/root PREFIX=/usr
+#                            install the binary, unit, preset, D-Bus policy, config, man pages, docs
+#   make packages            build target/debian/*.deb and target/generate-rpm/*.rpm
+#                            (installs cargo-deb and cargo-generate-rpm on first use)
+#   make test-packaging      bash tests/packaging.sh (verify unit, install the .deb into a Debian
+#                            root, compare with the .rpm, parse the D-Bus policy, render man pages)
+#
+# Targets for the demo, the test suite and the benchmarks live in their own section below.
+
+SHELL := /bin/bash
+
+# --- Install layout ---------------------------------------------------------------------------
+# PREFIX defaults to /usr, not /usr/local: a system daemon's D-Bus policy is only read from
+# /usr/share/dbus-1/system.d and /etc/dbus-1/system.d.
+PREFIX        ?= /usr
+SYSCONFDIR    ?= /etc
+SBINDIR       ?= $(PREFIX)/sbin
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+PRESETDIR     ?= $(PREFIX)/lib/systemd/system-preset
+DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
+MANDIR        ?= $(PREFIX)/share/man
+DOCDIR        ?= $(PREFIX)/share/doc/kdump-hotplugd
+CONFDIR       := $(SYSCONFDIR)/kdump-hotplugd
+DESTDIR       ?=
+
+INSTALL      ?= install
+CARGO        ?= cargo
+CARGO_TARGET_DIR ?= target
+export CARGO_TARGET_DIR
+BIN          := $(CARGO_TARGET_DIR)/release/kdump-hotplugd
+
+# The documented default configuration. If it is missing from the tree (it is written in
+# parallel), `install` writes a placeholder that sets nothing, so every built-in default applies.
+CONFIG_SRC   := config/config.toml
+
+# Packaging tools, pinned so that a fresh machine builds the same packages.
+CARGO_DEB_VERSION          := 3.8.0
+CARGO_GENERATE_RPM_VERSION := 0.21.1
+
+# Staging tree both packages are built from: exactly what `make install` produces. Fixed under
+# ./target because Cargo.toml's package metadata names it by that path.
+PKGROOT      := target/pkgroot
+
+.PHONY: all build install uninstall stage tools packages deb rpm test-packaging clean-packages
+
+all: build
+
+build:
+	$(CARGO) build --release --locked --bin kdump-hotplugd
+
+install: build
+	$(INSTALL) -Dm0755 $(BIN) $(DESTDIR)$(SBINDIR)/kdump-hotplugd
+	@# The unit names the binary by its path: follow SBINDIR (a no-op for PREFIX=/usr).
+	$(INSTALL) -dm0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/sbin/kdump-hotplugd|$(SBINDIR)/kdump-hotplugd|g' systemd/kdump-hotplugd.service \
+		> $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
+	$(INSTALL) -Dm0644 systemd/50-kdump-hotplugd.preset $(DESTDIR)$(PRESETDIR)/50-kdump-hotplugd.preset
+	$(INSTALL) -Dm0644 packaging/dbus/org.kdump.Hotplug1.conf $(DESTDIR)$(DBUSPOLICYDIR)/org.kdump.Hotplug1.conf
+	$(INSTALL) -Dm0644 packaging/man/kdump-hotplugd.8 $(DESTDIR)$(MANDIR)/man8/kdump-hotplugd.8
+	$(INSTALL) -Dm0644 packaging/man/kdump-hotplugd.toml.5 $(DESTDIR)$(MANDIR)/man5/kdump-hotplugd.toml.5
+	$(INSTALL) -dm0755 $(DESTDIR)$(CONFDIR)/config.d
+	@# Never overwrite an admin's configuration on a live system.
+	@if [ -e $(DESTDIR)$(CONFDIR)/config.toml ]; then \
+		echo "keeping existing $(DESTDIR)$(CONFDIR)/config.toml"; \
+	elif [ -f $(CONFIG_SRC) ]; then \
+		echo "$(INSTALL) -m0644 $(CONFIG_SRC) $(DESTDIR)$(CONFDIR)/config.toml"; \
+		$(INSTALL) -m0644 $(CONFIG_SRC) $(DESTDIR)$(CONFDIR)/config.toml; \
+	else \
+		echo "$(CONFIG_SRC) missing: installing a placeholder that keeps every default"; \
+		printf '%s\n' '# kdump-hotplugd configuration: every setting is at its built-in default.' \
+			'# See kdump-hotplugd.toml(5); put local changes in config.d/50-local.toml.' \
+			> $(DESTDIR)$(CONFDIR)/config.toml; \
+		chmod 0644 $(DESTDIR)$(CONFDIR)/config.toml; \
+	fi
+	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR) packaging/COEXISTENCE.md packaging/SECURITY-SCORE.md
+	@if [ -f README.md ]; then echo "$(INSTALL) -m0644 README.md $(DESTDIR)$(DOCDIR)/"; \
+		$(INSTALL) -m0644 README.md $(DESTDIR)$(DOCDIR)/; fi
+	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples/kdump-hotplugd.service.d \
+		systemd/kdump-hotplugd.service.d/command-loader.conf.example \
+		systemd/kdump-hotplugd.service.d/private-network.conf.example
+	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples/udev \
+		packaging/udev/98-kexec.rules packaging/udev/70-kdump.rules packaging/udev/50-kdump-tools.rules
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/kdump-hotplugd \
+		$(DESTDIR)$(UNITDIR)/kdump-hotplugd.service \
+		$(DESTDIR)$(PRESETDIR)/50-kdump-hotplugd.preset \
+		$(DESTDIR)$(DBUSPOLICYDIR)/org.kdump.Hotplug1.conf \
+		$(DESTDIR)$(MANDIR)/man8/kdump-hotplugd.8 \
+		$(DESTDIR)$(MANDIR)/man5/kdump-hotplugd.toml.5
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@echo "left $(DESTDIR)$(CONFDIR) in place (configuration)"
+
+# --- Packages -----------------------------------------------------------------------------------
+# Both packages take their files from $(PKGROOT), staged by `make install`, so the .deb, the .rpm
+# and a manual install cannot drift apart (tests/packaging.sh compares all three). Man pages are
+# gzipped there, as both distributions ship them; the binary is stripped.
+
+stage: build
+	rm -rf $(PKGROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(PKGROOT)) PREFIX=/usr SYSCONFDIR=/etc
+	gzip -9nf $(PKGROOT)/usr/share/man/man8/kdump-hotplugd.8 $(PKGROOT)/usr/share/man/man5/kdump-hotplugd.toml.5
+	strip --strip-unneeded $(PKGROOT)/usr/sbin/kdump-hotplugd
+
+tools:
+	@if ! cargo-deb --version 2>/dev/null | grep -qx 'cargo-deb $(CARGO_DEB_VERSION)'; then \
+		echo "installing cargo-deb $(CARGO_DEB_VERSION)"; \
+		$(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION); fi
+	@if ! cargo-generate-rpm --version 2>/dev/null | grep -qx 'cargo-generate-rpm $(CARGO_GENERATE_RPM_VERSION)'; then \
+		echo "installing cargo-generate-rpm $(CARGO_GENERATE_RPM_VERSION)"; \
+		$(CARGO) install --locked cargo-generate-rpm --version $(CARGO_GENERATE_RPM_VERSION); fi
+
+deb: tools stage
+	rm -f $(CARGO_TARGET_DIR)/debian/kdump-hotplugd_*.deb
+	$(CARGO) deb --no-build --output $(CARGO_TARGET_DIR)/debian/
+
+rpm: tools stage
+	rm -f $(CARGO_TARGET_DIR)/generate-rpm/kdump-hotplugd-*.rpm
+	$(CARGO) generate-rpm --target-dir $(CARGO_TARGET_DIR) --payload-compress gzip
+
+packages: deb rpm
+	@ls -l $(CARGO_TARGET_DIR)/debian/*.deb $(CARGO_TARGET_DIR)/generate-rpm/*.rpm
+
+test-packaging:
+	bash tests/packaging.sh
+
+clean-packages:
+	rm -rf $(PKGROOT) $(CARGO_TARGET_DIR)/debian $(CARGO_TARGET_DIR)/generate-rpm
+
+# --- Demo, tests, benchmarks (added by the lead) -----------------------------------------------
+# demo:
+# test: ... test-packaging
+# bench:
