@@ -131,7 +131,32 @@ test-packaging:
 clean-packages:
 	rm -rf $(PKGROOT) $(CARGO_TARGET_DIR)/debian $(CARGO_TARGET_DIR)/generate-rpm
 
-# --- Demo, tests, benchmarks (added by the lead) -----------------------------------------------
-# demo:
-# test: ... test-packaging
-# bench:
+# --- Demo, tests, benchmarks --------------------------------------------------------------------
+# `make demo` and `make test` are the README's two commands for a fresh Debian 12 machine: each
+# installs what it needs first (as root, through apt-get).
+
+# Build dependencies and the real parts the tests use (dbus-daemon, busctl, setpriv).
+APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin systemd util-linux
+SCENARIO     ?= virtio-mem-1t
+
+.PHONY: deps demo test test-fast test-guest
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+demo: deps
+	$(CARGO) build --release --locked --bin kdump-hotplugd
+	$(BIN) run --simulate=$(SCENARIO)
+
+# The fast tier: unit, property and integration tests, then the packaging checks.
+test-fast: deps
+	$(CARGO) test --locked
+	bash tests/packaging.sh
+
+# Every tier. The slow one (QEMU guests) joins here once it lands.
+test: test-fast

@@ -355,9 +355,9 @@ fn yes_no(value: bool) -> &'static str {
 }
 
 fn check_config(sysroot: PathBuf) -> ExitCode {
-    match load_settings(&sysroot) {
-        Ok(settings) => {
-            println!("{settings:#?}");
+    match config::load_with_provenance(&Sysroot::new(&sysroot)) {
+        Ok((settings, provenance)) => {
+            print!("{}", config::describe(&settings, &provenance));
             ExitCode::SUCCESS
         }
         Err(error) => {

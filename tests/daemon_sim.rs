@@ -15,7 +15,10 @@ fn default_config() -> Box<dyn FnMut() -> Result<Settings, ConfigError> + Send> 
 }
 
 async fn simulate(scenario: Scenario) -> SimulationOutcome {
-    Simulation::new(scenario, Settings::default(), default_config()).expect("simulation").run().await
+    Simulation::new(scenario, Settings::default(), default_config())
+        .expect("simulation")
+        .run()
+        .await
 }
 
 fn scenario(name: &str) -> Scenario {
@@ -30,12 +33,22 @@ async fn a_terabyte_of_virtio_mem_is_one_reload() {
     assert_eq!(c.reloads, 1);
     assert_eq!(c.reloads_failed, 0);
     assert_eq!(c.events_coalesced, 16_383);
-    assert_eq!(c.uevent_batches, 64, "read in batches of 256, one wake-up each");
+    assert_eq!(
+        c.uevent_batches, 64,
+        "read in batches of 256, one wake-up each"
+    );
     assert_eq!(outcome.new_ranges.len(), 1);
     assert_eq!(outcome.new_ranges[0].size(), 1 << 40);
-    assert!(outcome.coverage.missing().is_empty(), "the dump misses {:?}", outcome.coverage.missing());
+    assert!(
+        outcome.coverage.missing().is_empty(),
+        "the dump misses {:?}",
+        outcome.coverage.missing()
+    );
     assert_eq!(outcome.report.last_error, "");
-    assert!(matches!(outcome.notifications.first(), Some(Notification::Ready { .. })));
+    assert!(matches!(
+        outcome.notifications.first(),
+        Some(Notification::Ready { .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -71,9 +84,16 @@ async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
     let outcome = simulate(scenario("sparse-overflow")).await;
     let c = &outcome.report.counters;
     assert_eq!(c.reloads, 1);
-    assert!(c.kernel_update_failures >= 1, "the kernel's overflow line was caught");
+    assert!(
+        c.kernel_update_failures >= 1,
+        "the kernel's overflow line was caught"
+    );
     assert_eq!(outcome.loads.len(), 1);
-    assert_eq!(outcome.loads[0].method, LoaderChoice::KexecLoad, "never a kexec_file_load that cannot fit");
+    assert_eq!(
+        outcome.loads[0].method,
+        LoaderChoice::KexecLoad,
+        "never a kexec_file_load that cannot fit"
+    );
     assert_eq!(outcome.loads[0].ranges, 3 + 10_240);
     assert!(outcome.coverage.missing().is_empty());
 }
@@ -111,7 +131,10 @@ async fn a_failing_loader_is_retried_with_backoff_and_reported() {
         .iter()
         .filter(|n| matches!(n, Notification::Status(s) if s.contains("reload failed")))
         .collect();
-    assert!(!statuses.is_empty(), "the failure reached the service manager's status");
+    assert!(
+        !statuses.is_empty(),
+        "the failure reached the service manager's status"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,36 +149,73 @@ async fn malformed_uevents_are_counted_and_skipped() {
 #[tokio::test(start_paused = true)]
 async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     let mut s = scenario("virtio-mem-1t");
-    s.steps = vec![Step::Pause(Duration::from_secs(5)), Step::Plug { bytes: 4 << 30, sparse: false }];
-    s.loader = LoaderBehaviour { delay: Duration::from_millis(100), failures: 0 };
+    s.steps = vec![
+        Step::Pause(Duration::from_secs(5)),
+        Step::Plug {
+            bytes: 4 << 30,
+            sparse: false,
+        },
+    ];
+    s.loader = LoaderBehaviour {
+        delay: Duration::from_millis(100),
+        failures: 0,
+    };
     let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
     let handle = simulation.handle();
     let run = tokio::spawn(simulation.run());
 
     let (reply, answer) = oneshot::channel();
-    handle.events.send(Event::Request(Request::Reload { reply })).await.expect("send");
+    handle
+        .events
+        .send(Event::Request(Request::Reload { reply }))
+        .await
+        .expect("send");
     let outcome = answer.await.expect("an answer");
     assert!(outcome.starts_with("reloaded: reload: forced"), "{outcome}");
 
     let (reply, done) = oneshot::channel();
-    handle.events.send(Event::Request(Request::SetPaused { paused: true, reply })).await.expect("send");
+    handle
+        .events
+        .send(Event::Request(Request::SetPaused {
+            paused: true,
+            reply,
+        }))
+        .await
+        .expect("send");
     done.await.expect("paused");
     let mut status = handle.status.clone();
     // The plug comes and goes while paused: counted, not reloaded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while status.borrow().counters.events_seen < 64 {
-        assert!(tokio::time::Instant::now() < deadline, "events never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never arrived"
+        );
         let _ = tokio::time::timeout_at(deadline, status.changed()).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(status.borrow().counters.reloads, 1, "no reload while paused");
+    assert_eq!(
+        status.borrow().counters.reloads,
+        1,
+        "no reload while paused"
+    );
     assert!(status.borrow().paused);
 
     let (reply, done) = oneshot::channel();
-    handle.events.send(Event::Request(Request::SetPaused { paused: false, reply })).await.expect("send");
+    handle
+        .events
+        .send(Event::Request(Request::SetPaused {
+            paused: false,
+            reply,
+        }))
+        .await
+        .expect("send");
     done.await.expect("unpaused");
     let outcome = run.await.expect("daemon");
-    assert_eq!(outcome.report.counters.reloads, 2, "one reload follows the unpause");
+    assert_eq!(
+        outcome.report.counters.reloads, 2,
+        "one reload follows the unpause"
+    );
     assert!(outcome.coverage.missing().is_empty());
 }
 
@@ -177,12 +237,28 @@ async fn a_bad_config_on_reload_is_reported_and_the_old_one_kept() {
     let handle = simulation.handle();
     let run = tokio::spawn(simulation.run());
     let (reply, answer) = oneshot::channel();
-    handle.events.send(Event::ConfigReload { reply: Some(reply) }).await.expect("send");
-    let error = answer.await.expect("answer").expect_err("the bad config is refused");
-    assert!(error.contains("10-x.toml:3: debounce.quiet_window_ms"), "{error}");
-    assert!(handle.status.borrow().last_error.contains("keeping the previous one"));
+    handle
+        .events
+        .send(Event::ConfigReload { reply: Some(reply) })
+        .await
+        .expect("send");
+    let error = answer
+        .await
+        .expect("answer")
+        .expect_err("the bad config is refused");
+    assert!(
+        error.contains("10-x.toml:3: debounce.quiet_window_ms"),
+        "{error}"
+    );
+    assert!(handle
+        .status
+        .borrow()
+        .last_error
+        .contains("keeping the previous one"));
     assert_eq!(handle.status.borrow().state, State::Error);
-    let outcome = run.await.expect("daemon keeps running until its source ends");
+    let outcome = run
+        .await
+        .expect("daemon keeps running until its source ends");
     assert_eq!(outcome.report.counters.events_seen, 0);
 }
 
@@ -194,6 +270,12 @@ async fn shutdown_stops_the_loop_cleanly() {
     let handle = simulation.handle();
     let run = tokio::spawn(simulation.run());
     handle.events.send(Event::Shutdown).await.expect("send");
-    let outcome = tokio::time::timeout(Duration::from_secs(1), run).await.expect("stops").expect("no panic");
-    assert!(matches!(outcome.notifications.last(), Some(Notification::Stopping)));
+    let outcome = tokio::time::timeout(Duration::from_secs(1), run)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    assert!(matches!(
+        outcome.notifications.last(),
+        Some(Notification::Stopping)
+    ));
 }

@@ -52,7 +52,7 @@ pub(crate) fn data_error(
     let located = position.and_then(|pos| locate(document.as_table(), pos));
     let (key, message) = match &located {
         Some(located) => (
-            located.path.join("."),
+            dotted_key(&located.path),
             explain(error.message(), located).unwrap_or_else(|| error.message().to_owned()),
         ),
         None => (NO_KEY.to_owned(), error.message().to_owned()),
@@ -63,6 +63,26 @@ pub(crate) fn data_error(
         key,
         message,
     }
+}
+
+/// Joins key segments the way TOML would write them: bare where possible, quoted otherwise (an empty or
+/// spaced key must still be visible in the message).
+fn dotted_key(path: &[String]) -> String {
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    path.iter()
+        .map(|segment| {
+            if bare(segment) {
+                segment.clone()
+            } else {
+                format!("{segment:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The entry an error points at.

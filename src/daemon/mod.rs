@@ -29,6 +29,8 @@ pub enum Event {
     Uevents(UeventBatch),
     /// The kernel logged that its in-place header update failed.
     KernelLog(KernelFinding),
+    /// The debouncer's deadline passed: time to decide.
+    DebounceDeadline,
     /// A reload started by the loop ended.
     ReloadFinished(ReloadFinished),
     /// SIGHUP or D-Bus `ReloadConfig()`.
@@ -200,10 +202,7 @@ impl Daemon {
             };
             let event = tokio::select! {
                 event = self.events_rx.recv() => event.unwrap_or(Event::Shutdown),
-                _ = sleep_until_std(deadline), if deadline.is_some() => {
-                    self.on_deadline();
-                    continue;
-                }
+                _ = sleep_until_std(deadline), if deadline.is_some() => Event::DebounceDeadline,
                 _ = tick(&mut watchdog_timer), if watchdog_timer.is_some() => {
                     self.notifier.notify(Notification::Watchdog);
                     continue;
@@ -234,7 +233,7 @@ impl Daemon {
     }
 
     fn quiescent(&self) -> bool {
-        matches!(self.debouncer.phase(), Phase::Idle | Phase::Failed)
+        !self.missed_while_paused && matches!(self.debouncer.phase(), Phase::Idle | Phase::Failed)
     }
 
     /// First snapshot, READY, and the initial load when one is due.
@@ -293,6 +292,7 @@ impl Daemon {
                     self.debouncer.on_event(now);
                 }
             }
+            Event::DebounceDeadline => self.on_deadline(),
             Event::ReloadFinished(finished) => self.on_reload_finished(now, finished),
             Event::ConfigReload { reply } => self.reload_config(reply),
             Event::Request(request) => self.on_request(now, request),
