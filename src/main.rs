@@ -61,6 +61,9 @@ enum Command {
         /// Uevent source, overriding events.source: auto, udev or kernel.
         #[arg(long, value_name = "SOURCE")]
         events: Option<SourceArg>,
+        /// kexec-tools binary (absolute, under --sysroot), overriding loader.kexec_path.
+        #[arg(long, value_name = "PATH")]
+        kexec: Option<PathBuf>,
     },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
             initrd,
             cmdline,
             events,
+            kexec,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
                             SourceArg::Udev => config::EventSourceKind::Udev,
                             SourceArg::Kernel => config::EventSourceKind::Kernel,
                         }),
+                        kexec_path: kexec,
                     };
                     match runtime().block_on(service::run(sysroot, overrides)) {
                         Ok(_) => ExitCode::SUCCESS,

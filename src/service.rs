@@ -28,6 +28,7 @@ pub struct Overrides {
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub source: Option<EventSourceKind>,
+    pub kexec_path: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -47,6 +48,9 @@ impl Overrides {
         }
         if let Some(source) = self.source {
             settings.events.source = source;
+        }
+        if let Some(path) = &self.kexec_path {
+            settings.loader.kexec_path = path.clone();
         }
     }
 }

@@ -129,3 +129,96 @@ fn real_run_is_ready_idle_reacts_and_stops() {
     let log = daemon.log();
     assert!(log.contains("READY: "), "{log}");
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The whole real path on a fixture host with no crash kernel loaded: startup decides to load, the kexec-tools
+/// loader runs a real child process (a stand-in `kexec` that records its arguments) with the plan's kernel,
+/// initrd and command line, and the status reports the reload.
+#[test]
+fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/not-loaded"),
+        &root,
+    );
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz"), "kernel").unwrap();
+    std::fs::write(root.join("boot/initrd.img"), "initrd").unwrap();
+    let recorded = dir.path().join("kexec-args");
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    let kexec = root.join("usr/sbin/kexec");
+    std::fs::write(
+        &kexec,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\necho 'stand-in kexec: loaded'\n",
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kexec, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let stderr = dir.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+        .arg("run")
+        .arg("--sysroot")
+        .arg(&root)
+        .args([
+            "--loader",
+            "kexec-tools",
+            "--kernel",
+            "/boot/vmlinuz",
+            "--initrd",
+            "/boot/initrd.img",
+            "--cmdline",
+            "console=ttyS0 reset_devices",
+            "--events",
+            "kernel",
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, stderr };
+    wait_for(&socket, &daemon, |t| t.contains("READY=1"));
+    let status = wait_for(&socket, &daemon, |t| {
+        t.contains("reloads (") && !t.contains(" 0 reloads")
+    });
+    assert!(
+        status.contains("1 reloads (0 failed"),
+        "{status}\n{}",
+        daemon.log()
+    );
+    let args = std::fs::read_to_string(&recorded).unwrap();
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        [
+            "-s".to_owned(),
+            "-p".to_owned(),
+            root.join("boot/vmlinuz").display().to_string(),
+            format!("--initrd={}", root.join("boot/initrd.img").display()),
+            "--command-line=console=ttyS0 reset_devices".to_owned(),
+        ]
+    );
+    assert!(
+        daemon.log().contains("stand-in kexec: loaded"),
+        "{}",
+        daemon.log()
+    );
+}
