@@ -264,8 +264,9 @@ pub fn explain_errno(errno: i32) -> LoadError {
             false,
         ),
         libc::ENOSYS => (
-            "kexec_file_load: this kernel has no kexec_file_load (CONFIG_KEXEC_FILE=n); use loader.kind = \
-             \"kexec-tools\" or \"command\""
+            "kexec_file_load: this kernel has no kexec_file_load (CONFIG_KEXEC_FILE=n or no kexec at all); \
+             only kexec_load (kexec -c -p) or the distribution's command (loader.kind = \"command\") can load \
+             here"
                 .to_owned(),
             false,
         ),
@@ -633,5 +634,53 @@ mod tests {
         let from_config = plan(&configured, &sysroot).unwrap();
         assert_eq!(from_config.cmdline, "console=ttyS0");
         assert_eq!(from_config.origin.kernel, "config");
+    }
+}
+
+#[cfg(test)]
+mod syscall_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The real syscall, only where it cannot load anything: a kernel without kexec support answers and the
+    /// answer is explained (on a kexec-capable host this test skips rather than replace the crash kernel).
+    #[tokio::test]
+    async fn the_kernels_refusal_is_explained() {
+        if Path::new("/sys/kernel/kexec_crash_loaded").exists() {
+            eprintln!("SKIP: this kernel supports kexec; the test would really load");
+            return;
+        }
+        let plan = KernelPlan {
+            kernel: PathBuf::from("/proc/self/exe"),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            origin: PlanOrigin::default(),
+        };
+        let request = LoadRequest {
+            ranges: Arc::new(Vec::new()),
+            cpus: Default::default(),
+            method: LoaderChoice::Configured,
+            reason: "test".into(),
+        };
+        let error = NativeLoader::new(plan.clone())
+            .load(request.clone())
+            .await
+            .unwrap_err();
+        eprintln!("kernel said: {}", error.message);
+        assert!(
+            error.message.starts_with("kexec_file_load: "),
+            "{}",
+            error.message
+        );
+        assert!(!error.retry, "{}", error.message);
+
+        let refused = NativeLoader::new(plan)
+            .load(LoadRequest {
+                method: LoaderChoice::KexecLoad,
+                ..request
+            })
+            .await
+            .unwrap_err();
+        assert!(refused.message.starts_with("refusing kexec_file_load"));
     }
 }
