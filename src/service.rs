@@ -287,6 +287,10 @@ pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, Servi
         Arc::new(notifier),
         RunOptions::default(),
     );
+    let loader_root = root.clone();
+    let daemon = daemon.with_loader_factory(Box::new(move |settings| {
+        self::loaders(settings, &loader_root)
+    }));
     let signals = tokio::spawn(signals::forward(handle.events.clone()));
     let kernel_log = kernel_log.map(|log| tokio::spawn(log.follow(handle.events.clone())));
     let report = daemon.run(source).await;
@@ -295,4 +299,130 @@ pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, Servi
         task.abort();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::Event;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A source that sends nothing until the daemon goes away.
+    struct Silent;
+
+    impl crate::edge::EventSource for Silent {
+        fn name(&self) -> String {
+            "silent".into()
+        }
+        fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
+            Box::pin(async move { events.closed().await })
+        }
+    }
+
+    fn fixture() -> Sysroot {
+        Sysroot::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/small-vm"
+        ))
+    }
+
+    #[test]
+    fn overrides_win_over_the_config() {
+        let mut settings = Settings::default();
+        Overrides {
+            dry_run: true,
+            loader: Some(LoaderKind::KexecTools),
+            kernel: Some("/k".into()),
+            initrd: Some("/i".into()),
+            cmdline: Some("c".into()),
+            source: Some(EventSourceKind::Kernel),
+            kexec_path: Some("/sbin/kexec".into()),
+        }
+        .apply(&mut settings);
+        assert!(settings.dry_run);
+        assert_eq!(settings.loader.kind, LoaderKind::KexecTools);
+        assert_eq!(settings.loader.kernel, Some(PathBuf::from("/k")));
+        assert_eq!(settings.loader.initrd, Some(PathBuf::from("/i")));
+        assert_eq!(settings.loader.cmdline.as_deref(), Some("c"));
+        assert_eq!(settings.events.source, EventSourceKind::Kernel);
+        assert_eq!(settings.loader.kexec_path, PathBuf::from("/sbin/kexec"));
+        // Nothing given: the config stays.
+        let mut untouched = Settings::default();
+        Overrides::default().apply(&mut untouched);
+        assert_eq!(untouched, Settings::default());
+    }
+
+    #[test]
+    fn missing_kernel_or_kexec_gives_loaders_that_say_why() {
+        let loaders = loaders(&Settings::default(), &fixture());
+        assert_eq!(loaders.configured.name(), "kexec_file_load");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let request = LoadRequest {
+            ranges: Arc::new(Vec::new()),
+            cpus: Default::default(),
+            method: crate::decide::LoaderChoice::Configured,
+            reason: "test".into(),
+        };
+        let error = rt
+            .block_on(loaders.configured.load(request.clone()))
+            .unwrap_err();
+        assert!(
+            error.message.starts_with("no crash kernel image"),
+            "{}",
+            error.message
+        );
+        assert!(!error.retry);
+        let error = rt.block_on(loaders.kexec_load.load(request)).unwrap_err();
+        assert!(
+            error.message.starts_with("no crash kernel image"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[tokio::test]
+    async fn sighup_with_new_loader_settings_rebuilds_the_loaders() {
+        let mut next = Settings::default();
+        next.loader.kind = LoaderKind::Command;
+        next.loader.command = vec!["/bin/true".into()];
+        let config_source = Box::new(move || Ok(next.clone()));
+        let built = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = built.clone();
+        let (daemon, handle) = Daemon::new(
+            Settings::default(),
+            config_source,
+            SnapshotReader::open(fixture()).unwrap(),
+            loaders(&Settings::default(), &fixture()),
+            Arc::new(crate::edge::NoNotifier),
+            RunOptions::default(),
+        );
+        let daemon = daemon.with_loader_factory(Box::new(move |settings| {
+            seen.lock().unwrap().push(settings.loader.kind);
+            loaders(settings, &fixture())
+        }));
+        let running = tokio::spawn(daemon.run(Box::new(Silent)));
+        assert_eq!(handle.status.borrow().loader, "kexec_file_load");
+        let (reply, replied) = oneshot::channel();
+        handle
+            .events
+            .send(Event::ConfigReload { reply: Some(reply) })
+            .await
+            .unwrap();
+        replied.await.unwrap().unwrap();
+        assert_eq!(*built.lock().unwrap(), [LoaderKind::Command]);
+        assert_eq!(handle.status.borrow().loader, "/bin/true");
+        // The same settings again: nothing to rebuild.
+        let (reply, replied) = oneshot::channel();
+        handle
+            .events
+            .send(Event::ConfigReload { reply: Some(reply) })
+            .await
+            .unwrap();
+        replied.await.unwrap().unwrap();
+        assert_eq!(built.lock().unwrap().len(), 1);
+        handle.events.send(Event::Shutdown).await.unwrap();
+        running.await.unwrap();
+    }
 }
