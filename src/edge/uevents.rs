@@ -62,7 +62,7 @@ pub enum SourceError {
     Register(std::io::Error),
 }
 
-/// Enlarges the receive buffer: SO_RCVBUFFORCE (CAP_NET_ADMIN) passes `net.core.rmem_max`, SO_RCVBUF is
+/// Sets the receive buffer: SO_RCVBUFFORCE (CAP_NET_ADMIN) passes `net.core.rmem_max`, SO_RCVBUF is
 /// capped by it. Returns the size the kernel reports.
 fn enlarge_receive_buffer(fd: BorrowedFd<'_>, bytes: usize) -> usize {
     if setsockopt(&fd, sockopt::RcvBufForce, &bytes).is_err() {
@@ -149,6 +149,11 @@ pub struct KernelUevents {
 
 impl KernelUevents {
     pub fn open(watch: Watch) -> Result<Self, SourceError> {
+        Self::open_with_buffer(watch, RECEIVE_BUFFER_BYTES)
+    }
+
+    /// With a chosen receive buffer (tests use a tiny one to make the kernel overflow it).
+    pub fn open_with_buffer(watch: Watch, receive_buffer: usize) -> Result<Self, SourceError> {
         let socket = socket(
             AddressFamily::Netlink,
             SockType::Datagram,
@@ -156,7 +161,7 @@ impl KernelUevents {
             SockProtocol::NetlinkKObjectUEvent,
         )
         .map_err(SourceError::Netlink)?;
-        let receive_buffer = enlarge_receive_buffer(socket.as_fd(), RECEIVE_BUFFER_BYTES);
+        let receive_buffer = enlarge_receive_buffer(socket.as_fd(), receive_buffer);
         // Port id 0: the kernel assigns one, so several listeners (udevadm monitor, tests) can coexist.
         bind(
             socket.as_raw_fd(),
