@@ -80,6 +80,8 @@ async fn real_kexec_refusal_is_reported_with_its_output() {
         );
         // kexec-tools' own explanation, quoted.
         assert!(error.message.contains("crashkernel"), "{}", error.message);
+        // No reservation does not go away by retrying.
+        assert!(!error.retry, "{}", error.message);
     }
     assert!(Path::new(&kexec).is_absolute());
 }

@@ -404,6 +404,15 @@ pub fn kexec_tools_args(plan: &KernelPlan, mode: KexecToolsMode) -> Vec<String> 
     args
 }
 
+/// Whether a failed kexec-tools run is worth retrying: only when the kernel said the kexec lock was busy, or
+/// the run timed out. Its other failures (no reservation, bad image, lockdown) stay until someone acts, and a
+/// failed crash load has already dropped the old image: retrying would only repeat that.
+pub fn kexec_tools_retry(mut error: LoadError) -> LoadError {
+    let message = error.message.to_ascii_lowercase();
+    error.retry = message.contains("busy") || message.contains("killed after");
+    error
+}
+
 /// kexec-tools, as a child process with a timeout.
 pub struct KexecToolsLoader {
     program: PathBuf,
@@ -460,7 +469,9 @@ impl Loader for KexecToolsLoader {
                     retry: false,
                 });
             }
-            let output = super::command::run(command, &line, timeout).await?;
+            let output = super::command::run(command, &line, timeout)
+                .await
+                .map_err(kexec_tools_retry)?;
             let mut detail = output;
             if mode == KexecToolsMode::Load {
                 let note =
@@ -554,6 +565,24 @@ mod tests {
         assert!(explain_errno(libc::EIO)
             .message
             .starts_with("kexec_file_load: "));
+    }
+
+    #[test]
+    fn kexec_tools_failures_retry_only_when_busy_or_timed_out() {
+        let failed = |message: &str| {
+            kexec_tools_retry(LoadError {
+                message: message.into(),
+                retry: true,
+            })
+            .retry
+        };
+        assert!(failed(
+            "kexec -s -p failed (exit status: 255): kexec_file_load failed: Device or resource busy"
+        ));
+        assert!(failed("kexec -s -p: killed after 120000 ms"));
+        assert!(!failed(
+            "kexec -s -p failed (exit status: 1): Memory for crashkernel is not reserved"
+        ));
     }
 
     #[test]
