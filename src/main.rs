@@ -8,9 +8,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use kdump_hotplugd::config::{self, Settings};
+use kdump_hotplugd::daemon::Event;
+use kdump_hotplugd::dbus::{self, BusAddress};
 use kdump_hotplugd::decide::{self, LoadedHeader, Triggers};
+use kdump_hotplugd::edge::signals;
 use kdump_hotplugd::edge::sim::Scenario;
-use kdump_hotplugd::simulate::{Simulation, SimulationOutcome};
+use kdump_hotplugd::simulate::{Simulation, SimulationOptions, SimulationOutcome};
 use kdump_hotplugd::snapshot::SnapshotReader;
 use kdump_hotplugd::sysroot::Sysroot;
 
@@ -45,6 +48,25 @@ enum Command {
         /// Print the final report as JSON (simulations).
         #[arg(long)]
         json: bool,
+        /// Serve org.kdump.Hotplug1 on this bus: `system`, `none`, or a D-Bus address such as
+        /// unix:path=/run/test/bus. Simulations default to none.
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+        /// Simulations: keep running after the scenario until SIGTERM/SIGINT, so D-Bus clients can query.
+        #[arg(long)]
+        keep_running: bool,
+        /// Simulations: play the scenario only on SIGUSR1, so D-Bus clients can subscribe to signals first.
+        #[arg(long)]
+        hold_scenario: bool,
+    },
+    /// Print the running daemon's state, read from D-Bus (org.kdump.Hotplug1).
+    Status {
+        /// Print every field of GetStatus() as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The bus to read from: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
     },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
@@ -97,6 +119,9 @@ fn main() -> ExitCode {
             list_scenarios,
             dry_run,
             json,
+            bus,
+            keep_running,
+            hold_scenario,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -111,7 +136,14 @@ fn main() -> ExitCode {
             }
             init_logging("info");
             match simulate {
-                Some(name) => run_simulation(&sysroot, &name, dry_run, json),
+                Some(name) => {
+                    let serving = Serving {
+                        bus: bus.as_deref().map_or(BusAddress::None, BusAddress::parse),
+                        keep_running,
+                        hold_scenario,
+                    };
+                    run_simulation(&sysroot, &name, dry_run, json, serving)
+                }
                 None => {
                     tracing::error!(
                         "the real edges (udev, kexec, sd_notify) are not built yet: use --simulate"
@@ -120,6 +152,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { json, address } => status(&address, json),
         Command::Ranges { sysroot, json } => ranges(sysroot, json),
         Command::CheckConfig { sysroot } => check_config(sysroot),
     }
@@ -136,7 +169,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-fn run_simulation(sysroot: &std::path::Path, name: &str, dry_run: bool, json: bool) -> ExitCode {
+/// How a simulated daemon shows itself on D-Bus.
+struct Serving {
+    bus: BusAddress,
+    keep_running: bool,
+    hold_scenario: bool,
+}
+
+fn run_simulation(
+    sysroot: &std::path::Path,
+    name: &str,
+    dry_run: bool,
+    json: bool,
+    serving: Serving,
+) -> ExitCode {
     let Some(scenario) = Scenario::named(name) else {
         let names: Vec<_> = Scenario::all().iter().map(|s| s.name).collect();
         eprintln!("unknown scenario {name:?}; known: {}", names.join(", "));
@@ -155,17 +201,42 @@ fn run_simulation(sysroot: &std::path::Path, name: &str, dry_run: bool, json: bo
     let config_source = Box::new(move || load_settings(&config_root));
     eprintln!("simulating {}: {}", scenario.name, scenario.description);
     let outcome = runtime().block_on(async {
-        let simulation = match Simulation::new(scenario, settings, config_source) {
+        let options = SimulationOptions {
+            keep_running: serving.keep_running,
+        };
+        let simulation = match Simulation::with_options(scenario, settings, config_source, options)
+        {
             Ok(simulation) => simulation,
             Err(error) => {
                 log_error_chain(&error);
                 return None;
             }
         };
-        let live = tokio::spawn(live_summary(simulation.handle().status));
-        let outcome = simulation.run().await;
+        let handle = simulation.handle();
+        let start = match scenario_start(serving.hold_scenario) {
+            Ok(start) => start,
+            Err(error) => {
+                log_error_chain(&error);
+                return None;
+            }
+        };
+        tokio::spawn(signals::forward(handle.events.clone()));
+        let live = tokio::spawn(live_summary(handle.status.clone()));
+        // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
+        let daemon = tokio::spawn(simulation.run_after(start));
+        let connection = match dbus::serve(handle.clone(), serving.bus).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                log_error_chain(&error);
+                let _ = handle.events.send(Event::Shutdown).await;
+                let _ = daemon.await;
+                return None;
+            }
+        };
+        let outcome = daemon.await.ok();
+        drop(connection);
         live.abort();
-        Some(outcome)
+        outcome
     });
     let Some(outcome) = outcome else {
         return ExitCode::FAILURE;
@@ -204,6 +275,36 @@ async fn live_summary(mut status: tokio::sync::watch::Receiver<kdump_hotplugd::d
             last = line;
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+/// When the scenario plays: at once, or on SIGUSR1 (the handler is installed now, before anyone can send it).
+fn scenario_start(hold: bool) -> std::io::Result<kdump_hotplugd::edge::BoxFuture<()>> {
+    if !hold {
+        return Ok(Box::pin(async {}));
+    }
+    let mut user1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    tracing::info!("holding the scenario until SIGUSR1");
+    Ok(Box::pin(async move {
+        user1.recv().await;
+        tracing::info!("SIGUSR1: playing the scenario");
+    }))
+}
+
+fn status(address: &str, json: bool) -> ExitCode {
+    let bus = match BusAddress::parse(address) {
+        BusAddress::None => BusAddress::System,
+        bus => bus,
+    };
+    match runtime().block_on(dbus::status_client(&bus, json)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("kdump-hotplugd: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
