@@ -249,6 +249,51 @@ impl Drop for Daemon {
     }
 }
 
+/// `busctl monitor` of the object's signals (its own and PropertiesChanged), one JSON message a line.
+struct Monitor {
+    child: Child,
+    signals: Lines,
+}
+
+impl Monitor {
+    /// Returns once busctl says the bus made it a monitor: no signal sent after that is missed.
+    fn start(bus: &Bus) -> Monitor {
+        let mut child = Command::new("busctl")
+            .arg(format!("--address={}", bus.address))
+            .args(["monitor", "--json=short"])
+            .arg(format!("--match=type='signal',path='{PATH}'"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("busctl monitor");
+        let stderr = Lines::of(child.stderr.take().expect("stderr"));
+        let signals = Lines::of(child.stdout.take().expect("stdout"));
+        stderr.find("busctl monitoring", STARTUP, |line| {
+            line.contains("Monitoring bus message stream").then_some(())
+        });
+        Monitor { child, signals }
+    }
+
+    /// The payload of the next signal named `member`.
+    fn next(&self, member: &str, limit: Duration) -> Value {
+        self.signals.find(member, limit, |line| {
+            let message: Value = serde_json::from_str(line).ok()?;
+            (message["member"] == member).then(|| message["payload"].clone())
+        })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -340,35 +385,23 @@ fn every_property_ranges_and_the_reload_signal_after_a_burst() {
     assert_eq!(ranges.len(), 3);
     assert_eq!(ranges[0], serde_json::json!([0x10_0000u64, 0x6aff_ffffu64]));
 
-    // Subscribe first (busctl says so once the bus made it a monitor), then play the burst.
-    let mut monitor = Command::new("busctl")
-        .arg(format!("--address={}", bus.address))
-        .args(["monitor", "--json=short"])
-        .arg(format!("--match=type='signal',path='{PATH}'"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("busctl monitor");
-    let stderr = Lines::of(monitor.stderr.take().expect("stderr"));
-    let signals = Lines::of(monitor.stdout.take().expect("stdout"));
-    stderr.find("busctl monitoring", STARTUP, |line| {
-        line.contains("Monitoring bus message stream").then_some(())
-    });
+    let mut monitor = Monitor::start(&bus);
     daemon.play();
 
     let mut reload_counts = Vec::new();
-    let finished = signals.find("a ReloadFinished signal", BURST, |line| {
-        let message: Value = serde_json::from_str(line).ok()?;
-        if message["member"] == "PropertiesChanged" {
-            let changed = &message["payload"]["data"][1];
-            if let Some(reloads) = changed["Reloads"]["data"].as_u64() {
-                reload_counts.push(reloads);
+    let finished = monitor
+        .signals
+        .find("a ReloadFinished signal", BURST, |line| {
+            let message: Value = serde_json::from_str(line).ok()?;
+            if message["member"] == "PropertiesChanged" {
+                let changed = &message["payload"]["data"][1];
+                if let Some(reloads) = changed["Reloads"]["data"].as_u64() {
+                    reload_counts.push(reloads);
+                }
             }
-        }
-        (message["member"] == "ReloadFinished").then(|| message["payload"].clone())
-    });
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+            (message["member"] == "ReloadFinished").then(|| message["payload"].clone())
+        });
+    monitor.stop();
     assert_eq!(finished["type"], "bstu");
     let args = &finished["data"];
     assert_eq!(args[0], true, "{finished}");
@@ -528,6 +561,30 @@ fn with_a_loose_policy_the_daemon_itself_refuses_non_root_callers() {
     let out = call(&bus, "SetPaused", &["b", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(property(&bus, "Paused"), true);
+}
+
+#[test]
+fn a_header_too_big_for_the_kernel_buffer_is_signalled_then_reloaded_another_way() {
+    let bus = Bus::start("system-like.conf");
+    let daemon = Daemon::start(&bus, "sparse-overflow");
+    assert_eq!(property(&bus, "KernelUpdatesMemory"), true);
+    let monitor = Monitor::start(&bus);
+    daemon.play();
+    let too_small = monitor.next("KernelBufferTooSmall", BURST);
+    assert_eq!(too_small["type"], "uu");
+    // Needed: 3 boot ranges and 10,240 sparse blocks. Capacity: the buffer holds 2 + 64 + 8192 program
+    // headers; 2 are not memory and 8 go to the possible CPUs.
+    assert_eq!(too_small["data"], serde_json::json!([10_243, 8_248]));
+    let finished = monitor.next("ReloadFinished", BURST);
+    assert_eq!(finished["data"][0], true, "{finished}");
+    assert_eq!(finished["data"][3], 10_243);
+    assert_eq!(property(&bus, "KernelRangeCapacity"), 8_248);
+    assert_eq!(property(&bus, "RangeCount"), 10_243);
+    assert_eq!(
+        property(&bus, "KernelUpdatesMemory"),
+        false,
+        "loaded with kexec_load, the kernel no longer updates the header"
+    );
 }
 
 /// The interface element of an introspection document, comments dropped and whitespace normalised.
