@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, value_name = "ADDRESS", default_value = "system")]
         address: String,
     },
+    /// Ask the running daemon to reload the crash kernel now and print the outcome (root only).
+    Reload {
+        /// The bus the daemon serves on: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
+    },
+    /// Ask the running daemon to read its configuration again (root only).
+    ReloadConfig {
+        /// The bus the daemon serves on: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
+    },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
         #[arg(long, default_value = "/")]
@@ -152,7 +164,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { json, address } => status(&address, json),
+        Command::Status { json, address } => {
+            client(&address, |c| async move { c.status(json).await })
+        }
+        Command::Reload { address } => client(&address, |c| async move {
+            c.reload().await.map(|outcome| format!("{outcome}\n"))
+        }),
+        Command::ReloadConfig { address } => client(&address, |c| async move {
+            c.reload_config().await.map(|()| String::new())
+        }),
         Command::Ranges { sysroot, json } => ranges(sysroot, json),
         Command::CheckConfig { sysroot } => check_config(sysroot),
     }
@@ -291,12 +311,21 @@ fn scenario_start(hold: bool) -> std::io::Result<kdump_hotplugd::edge::BoxFuture
     }))
 }
 
-fn status(address: &str, json: bool) -> ExitCode {
+/// Runs one D-Bus client request against the daemon and prints what it returns.
+fn client<F, Fut>(address: &str, request: F) -> ExitCode
+where
+    F: FnOnce(dbus::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<String, dbus::StatusError>>,
+{
     let bus = match BusAddress::parse(address) {
         BusAddress::None => BusAddress::System,
         bus => bus,
     };
-    match runtime().block_on(dbus::status_client(&bus, json)) {
+    let result = runtime().block_on(async {
+        let client = dbus::Client::connect(&bus).await?;
+        request(client).await
+    });
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS

@@ -294,6 +294,28 @@ impl Drop for Monitor {
     }
 }
 
+/// `kdump-hotplugd COMMAND --address BUS …`, as root or as uid 65534.
+fn client(bus: &Bus, as_nobody: bool, args: &[&str]) -> Output {
+    let binary = env!("CARGO_BIN_EXE_kdump-hotplugd");
+    let mut command = if as_nobody {
+        let mut command = Command::new("setpriv");
+        command.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            binary,
+        ]);
+        command
+    } else {
+        Command::new(binary)
+    };
+    command
+        .args(args)
+        .args(["--address", &bus.address])
+        .output()
+        .expect("kdump-hotplugd client")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -545,6 +567,14 @@ fn with_a_loose_policy_the_daemon_itself_refuses_non_root_callers() {
         &call_as_nobody(&bus, "ReloadConfig", &[]),
         "ReloadConfig as uid 65534",
     );
+    // The refusal names the daemon's own rule, which the bus would not.
+    let refused = client(&bus, true, &["reload"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("Reload is for root only (caller uid 65534)"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert_eq!(property(&bus, "Reloads"), 0);
     assert_eq!(property(&bus, "Paused"), false);
     let log = daemon.log();
@@ -584,6 +614,59 @@ fn a_header_too_big_for_the_kernel_buffer_is_signalled_then_reloaded_another_way
         property(&bus, "KernelUpdatesMemory"),
         false,
         "loaded with kexec_load, the kernel no longer updates the header"
+    );
+}
+
+#[test]
+fn a_burst_while_paused_is_counted_and_reloaded_once_on_unpause() {
+    let bus = Bus::start("system-like.conf");
+    let daemon = Daemon::start(&bus, "virtio-mem-1t");
+    let out = call(&bus, "SetPaused", &["b", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let monitor = Monitor::start(&bus);
+    daemon.play();
+    wait_for("the burst counted while paused", BURST, || {
+        (property(&bus, "EventsSeen") == 16_384).then_some(())
+    });
+    assert_eq!(property(&bus, "Reloads"), 0);
+    assert_eq!(property(&bus, "State"), "idle");
+
+    let out = call(&bus, "SetPaused", &["b", "false"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let finished = monitor.next("ReloadFinished", BURST);
+    assert_eq!(finished["data"][0], true, "{finished}");
+    assert_eq!(finished["data"][3], 4);
+    assert_eq!(property(&bus, "Reloads"), 1);
+}
+
+#[test]
+fn reload_config_keeps_the_old_configuration_when_the_new_one_is_invalid() {
+    let bus = Bus::start("system-like.conf");
+    let _daemon = Daemon::start(&bus, "virtio-mem-1t");
+    let out = call(&bus, "ReloadConfig", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(property(&bus, "LastError"), "");
+
+    let config = bus
+        .dir
+        .path()
+        .join("sysroot/etc/kdump-hotplugd/config.toml");
+    std::fs::create_dir_all(config.parent().expect("parent")).expect("config dir");
+    std::fs::write(&config, "[debounce]\nquiet_window_ms = \"soon\"\n").expect("config");
+    let refused = client(&bus, false, &["reload-config"]);
+    assert!(!refused.status.success());
+    let message = text(&refused.stderr);
+    assert!(
+        message.contains("/etc/kdump-hotplugd/config.toml") && message.contains("quiet_window_ms"),
+        "{message}"
+    );
+    let last_error = property(&bus, "LastError");
+    assert!(
+        last_error
+            .as_str()
+            .unwrap_or("")
+            .contains("keeping the previous one"),
+        "{last_error}"
     );
 }
 

@@ -43,45 +43,77 @@ pub trait Hotplug1 {
 pub enum StatusError {
     #[error("cannot connect to the {bus}: {cause}")]
     Connect { bus: String, cause: zbus::Error },
-    #[error("cannot read {BUS_NAME} on the {bus} (is kdump-hotplugd running?): {cause}")]
+    #[error("{BUS_NAME} on the {bus}: {cause}")]
     Call { bus: String, cause: zbus::Error },
     #[error("no bus to read from")]
     NoBus,
 }
 
-/// Reads `GetStatus()` from the daemon on `bus` and renders it: a summary, or every field as JSON.
-pub async fn status(bus: &BusAddress, json: bool) -> Result<String, StatusError> {
-    let (connection, bus_name) = match bus {
-        BusAddress::None => return Err(StatusError::NoBus),
-        BusAddress::System => (zbus::Connection::system().await, "system bus".to_owned()),
-        BusAddress::Address(address) => (
-            async {
-                zbus::connection::Builder::address(address.as_str())?
-                    .build()
-                    .await
-            }
-            .await,
-            format!("bus at {address}"),
-        ),
-    };
-    let connection = connection.map_err(|cause| StatusError::Connect {
-        bus: bus_name.clone(),
-        cause,
-    })?;
-    let call_error = |cause| StatusError::Call {
-        bus: bus_name.clone(),
-        cause,
-    };
-    let proxy = Hotplug1Proxy::new(&connection).await.map_err(call_error)?;
-    let dict = proxy.get_status().await.map_err(call_error)?;
-    if json {
-        let object: BTreeMap<String, serde_json::Value> = dict
-            .iter()
-            .map(|(key, value)| (key.clone(), json_of(value)))
-            .collect();
-        return Ok(serde_json::to_string_pretty(&object).unwrap_or_default() + "\n");
+/// A connection to the running daemon's object, with the bus named for error messages.
+pub struct Client {
+    proxy: Hotplug1Proxy<'static>,
+    bus: String,
+}
+
+impl Client {
+    pub async fn connect(bus: &BusAddress) -> Result<Client, StatusError> {
+        let (connection, bus_name) = match bus {
+            BusAddress::None => return Err(StatusError::NoBus),
+            BusAddress::System => (zbus::Connection::system().await, "system bus".to_owned()),
+            BusAddress::Address(address) => (
+                async {
+                    zbus::connection::Builder::address(address.as_str())?
+                        .build()
+                        .await
+                }
+                .await,
+                format!("bus at {address}"),
+            ),
+        };
+        let connection = connection.map_err(|cause| StatusError::Connect {
+            bus: bus_name.clone(),
+            cause,
+        })?;
+        let proxy = Hotplug1Proxy::new(&connection)
+            .await
+            .map_err(|cause| StatusError::Call {
+                bus: bus_name.clone(),
+                cause,
+            })?;
+        Ok(Client {
+            proxy,
+            bus: bus_name,
+        })
     }
-    Ok(summary(&StatusFields(&dict), SystemTime::now()))
+
+    fn failed(&self, cause: zbus::Error) -> StatusError {
+        StatusError::Call {
+            bus: self.bus.clone(),
+            cause,
+        }
+    }
+
+    /// `GetStatus()`, rendered: a summary, or every field as JSON.
+    pub async fn status(&self, json: bool) -> Result<String, StatusError> {
+        let dict = self.proxy.get_status().await.map_err(|e| self.failed(e))?;
+        if json {
+            let object: BTreeMap<String, serde_json::Value> = dict
+                .iter()
+                .map(|(key, value)| (key.clone(), json_of(value)))
+                .collect();
+            return Ok(serde_json::to_string_pretty(&object).unwrap_or_default() + "\n");
+        }
+        Ok(summary(&StatusFields(&dict), SystemTime::now()))
+    }
+
+    /// `Reload()`: the outcome, once the reload (queued behind any in flight) has ended.
+    pub async fn reload(&self) -> Result<String, StatusError> {
+        self.proxy.reload().await.map_err(|e| self.failed(e))
+    }
+
+    pub async fn reload_config(&self) -> Result<(), StatusError> {
+        self.proxy.reload_config().await.map_err(|e| self.failed(e))
+    }
 }
 
 /// Plain JSON for the basic D-Bus types `GetStatus` uses.

@@ -8,7 +8,7 @@
 mod client;
 mod object;
 
-pub use client::{status as status_client, Hotplug1Proxy, StatusError};
+pub use client::{Client, Hotplug1Proxy, StatusError};
 pub use object::{properties, Hotplug1};
 
 use crate::daemon::DaemonHandle;
