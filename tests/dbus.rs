@@ -506,6 +506,14 @@ fn the_policy_lets_root_reload_and_everyone_read_but_nobody_else_change_anything
     );
     assert!(!bus.name_has_owner());
 
+    let absent = client(&bus, false, &["status"]);
+    assert!(!absent.status.success());
+    assert!(
+        text(&absent.stderr).contains("is kdump-hotplugd running?"),
+        "{}",
+        text(&absent.stderr)
+    );
+
     let daemon = Daemon::start(&bus, "virtio-mem-1t");
     let out = call(&bus, "Reload", &[]);
     let outcome = json_lines(&out).remove(0);

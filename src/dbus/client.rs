@@ -43,8 +43,12 @@ pub trait Hotplug1 {
 pub enum StatusError {
     #[error("cannot connect to the {bus}: {cause}")]
     Connect { bus: String, cause: zbus::Error },
-    #[error("{BUS_NAME} on the {bus}: {cause}")]
-    Call { bus: String, cause: zbus::Error },
+    #[error("{BUS_NAME} on the {bus}: {cause}{hint}")]
+    Call {
+        bus: String,
+        cause: zbus::Error,
+        hint: &'static str,
+    },
     #[error("no bus to read from")]
     NoBus,
 }
@@ -76,10 +80,7 @@ impl Client {
         })?;
         let proxy = Hotplug1Proxy::new(&connection)
             .await
-            .map_err(|cause| StatusError::Call {
-                bus: bus_name.clone(),
-                cause,
-            })?;
+            .map_err(|cause| call_error(&bus_name, cause))?;
         Ok(Client {
             proxy,
             bus: bus_name,
@@ -87,10 +88,7 @@ impl Client {
     }
 
     fn failed(&self, cause: zbus::Error) -> StatusError {
-        StatusError::Call {
-            bus: self.bus.clone(),
-            cause,
-        }
+        call_error(&self.bus, cause)
     }
 
     /// `GetStatus()`, rendered: a summary, or every field as JSON.
@@ -113,6 +111,24 @@ impl Client {
 
     pub async fn reload_config(&self) -> Result<(), StatusError> {
         self.proxy.reload_config().await.map_err(|e| self.failed(e))
+    }
+}
+
+fn call_error(bus: &str, cause: zbus::Error) -> StatusError {
+    let nobody_there = matches!(
+        &cause,
+        zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner"
+    );
+    StatusError::Call {
+        bus: bus.to_owned(),
+        cause,
+        hint: if nobody_there {
+            " (is kdump-hotplugd running?)"
+        } else {
+            ""
+        },
     }
 }
 
