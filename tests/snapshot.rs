@@ -69,25 +69,13 @@ fn small_vm() {
 
 #[test]
 fn hidden_addresses() {
-    let snapshot = snapshot("hidden-addresses");
+    // The small VM as an opener without CAP_SYS_ADMIN sees it: every address zero, everything else the same.
     assert_eq!(
-        snapshot,
+        snapshot("hidden-addresses"),
         HostSnapshot {
             ranges: vec![],
             addresses_hidden: true,
-            present_cpus: cpus(0..=1),
-            online_cpus: cpus(0..=1),
-            possible_cpus: cpus(0..=1),
-            crash: CrashState {
-                kexec_supported: true,
-                loaded: true,
-                reserved_bytes: Some(256 * MIB),
-                elfcorehdr_size: None,
-                kernel_updates_memory: false,
-                kernel_updates_cpu: false,
-            },
-            memory_block_size: Some(BLOCK),
-            memory_blocks: 16,
+            ..snapshot("small-vm")
         }
     );
 }
