@@ -110,6 +110,10 @@ struct Bus {
 
 impl Bus {
     fn start(config: &str) -> Bus {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "tests/dbus.rs runs as root: the policy lets only root own {NAME}, and setpriv switches to uid {NOBODY}"
+        );
         let dir = tempfile::Builder::new()
             .prefix("kdump-hotplugd-dbus-")
             .tempdir()

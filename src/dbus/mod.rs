@@ -61,7 +61,10 @@ pub enum ServeError {
 /// Serves the object on `bus` and owns [`BUS_NAME`]; returns the connection (drop it to leave the bus), or
 /// `None` for [`BusAddress::None`].
 ///
-/// The object is registered before the name is requested, so whoever sees the name can call it at once.
+/// The object is registered before the name is requested, so whoever sees the name can call it at once. Call
+/// it from inside the tokio runtime once the daemon's `run` has been spawned: the loop publishes its first
+/// snapshot at once, and the connection's handshake takes longer, so the first reader sees real values.
+/// The two publishing tasks end by themselves when the daemon stops.
 pub async fn serve(
     handle: DaemonHandle,
     bus: BusAddress,
