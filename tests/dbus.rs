@@ -547,12 +547,42 @@ fn the_policy_lets_root_reload_and_everyone_read_but_nobody_else_change_anything
         &call_as_nobody(&bus, "ReloadConfig", &[]),
         "ReloadConfig as uid 65534",
     );
-    assert_eq!(
-        property(&bus, "Reloads"),
-        1,
-        "the denied Reload did nothing"
+    let set = bus.busctl_as_nobody(&["set-property", NAME, PATH, INTERFACE, "Paused", "b", "true"]);
+    assert!(!set.status.success());
+    assert!(
+        text(&set.stderr).contains("Access denied"),
+        "Properties.Set: {}",
+        text(&set.stderr)
     );
+    let refused = client(&bus, true, &["reload"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("org.freedesktop.DBus.Error.AccessDenied"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(property(&bus, "Reloads"), 1, "the denied calls did nothing");
     assert_eq!(property(&bus, "Paused"), false);
+
+    let reloaded = client(&bus, false, &["reload"]);
+    assert!(reloaded.status.success(), "{}", text(&reloaded.stderr));
+    assert!(
+        text(&reloaded.stdout).starts_with("reloaded"),
+        "{}",
+        text(&reloaded.stdout)
+    );
+    assert_eq!(property(&bus, "Reloads"), 2);
+    let status = client(&bus, true, &["status"]);
+    assert!(
+        status.status.success(),
+        "status as uid 65534: {}",
+        text(&status.stderr)
+    );
+    assert!(
+        text(&status.stdout).contains("reloads:       2 (0 failed"),
+        "{}",
+        text(&status.stdout)
+    );
 
     // Reading stays open to everyone.
     for read in [
