@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
 use crate::daemon::{Daemon, Loaders, Report, RunOptions};
+use crate::dbus::{self, BusAddress};
 use crate::decide;
 use crate::edge::command::CommandLoader;
 use crate::edge::kernel_log::KernelLog;
@@ -232,7 +233,11 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
 }
 
 /// Runs the daemon on this host until SIGTERM/SIGINT.
-pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, ServiceError> {
+pub async fn run(
+    sysroot: PathBuf,
+    overrides: Overrides,
+    bus: BusAddress,
+) -> Result<Report, ServiceError> {
     let root = Sysroot::new(&sysroot);
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
@@ -293,7 +298,23 @@ pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, Servi
     }));
     let signals = tokio::spawn(signals::forward(handle.events.clone()));
     let kernel_log = kernel_log.map(|log| tokio::spawn(log.follow(handle.events.clone())));
-    let report = daemon.run(source).await;
+    // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
+    let running = tokio::spawn(daemon.run(source));
+    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job.
+    let connection = match dbus::serve(handle.clone(), bus).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::warn!("D-Bus not served, running without it: {error}");
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                tracing::warn!("  caused by: {inner}");
+                cause = inner.source();
+            }
+            None
+        }
+    };
+    let report = running.await.unwrap_or_default();
+    drop(connection);
     signals.abort();
     if let Some(task) = kernel_log {
         task.abort();

@@ -31,6 +31,68 @@ impl Drop for Daemon {
     }
 }
 
+/// A private `dbus-daemon` with the project's system-like policy (tests/dbus), killed on drop; `None` where
+/// dbus-daemon is not installed.
+struct PrivateBus {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    fn start() -> Option<PrivateBus> {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbus/system-like.conf");
+        let address = format!("unix:path={}/bus", dir.path().display());
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .arg(format!("--address={address}"))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // It prints its address once it listens.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("unix:"), "dbus-daemon said {line:?}");
+        Some(PrivateBus {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+
+    fn property(&self, name: &str) -> Option<String> {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args([
+                "get-property",
+                "org.kdump.Hotplug1",
+                "/org/kdump/Hotplug1",
+                "org.kdump.Hotplug1",
+                name,
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Datagrams until one satisfies `wanted`, or the deadline.
 fn wait_for(socket: &UnixDatagram, daemon: &Daemon, wanted: impl Fn(&str) -> bool) -> String {
     let until = Instant::now() + DEADLINE;
@@ -78,8 +140,16 @@ fn real_run_is_ready_idle_reacts_and_stops() {
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     let stderr = dir.path().join("stderr");
+    // Idle includes the D-Bus connection when a bus can be had: zbus must not tick either.
+    let bus = PrivateBus::start();
+    if bus.is_none() {
+        eprintln!("note: dbus-daemon not installed: idle is checked without D-Bus");
+    }
+    let bus_arg = bus
+        .as_ref()
+        .map_or("none".to_owned(), |b| b.address.clone());
     let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
-        .args(["run", "--dry-run", "--events", "kernel"])
+        .args(["run", "--dry-run", "--events", "kernel", "--bus", &bus_arg])
         .env("NOTIFY_SOCKET", &socket_path)
         .env_remove("WATCHDOG_USEC")
         .env("RUST_LOG", "info")
@@ -93,6 +163,22 @@ fn real_run_is_ready_idle_reacts_and_stops() {
 
     let ready = wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     assert!(ready.contains("STATUS="), "{ready}");
+    if let Some(bus) = &bus {
+        // The name appears after READY; poll until the object answers.
+        let until = Instant::now() + DEADLINE;
+        let state = loop {
+            if let Some(state) = bus.property("State") {
+                break state;
+            }
+            assert!(
+                Instant::now() < until,
+                "no org.kdump.Hotplug1 on the bus\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(state.starts_with("s "), "{state}");
+    }
 
     let mut windows = Vec::new();
     let idle = (0..3).any(|_| {
@@ -188,6 +274,8 @@ fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
             "console=ttyS0 reset_devices",
             "--events",
             "kernel",
+            "--bus",
+            "none",
         ])
         .env("NOTIFY_SOCKET", &socket_path)
         .stdin(Stdio::null())

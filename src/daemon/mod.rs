@@ -436,20 +436,20 @@ impl Daemon {
         assessment: &Assessment,
         choice: LoaderChoice,
     ) {
-        let reason = assessment.decision.to_string();
+        let reason = assessment.decision.why();
         let request = LoadRequest {
             ranges: Arc::new(snapshot.ranges.clone()),
             cpus: snapshot.present_cpus.clone(),
             method: choice,
             reason: reason.clone(),
         };
-        self.publish(|s| s.last_decision = reason.clone());
+        self.publish(|s| s.last_decision = assessment.decision.to_string());
         if self.settings.dry_run {
             tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
             self.debouncer
                 .on_reload_finished(now, ReloadOutcome::Succeeded);
             self.publish(|s| s.counters.reloads_skipped += 1);
-            self.answer_waiters(&format!("dry run: would {reason}"));
+            self.answer_waiters(&format!("dry run: would reload: {reason}"));
             return;
         }
         let loader = self.loaders.pick(choice);
