@@ -162,3 +162,17 @@ async fn an_overflowing_socket_reports_lost_uevents() {
     assert!(seen < 200, "all 200 uevents fit: {seen}");
     eprintln!("overflow: {seen} uevents read, {lost} overflow report(s)");
 }
+
+/// udevd's monitor opens (with its kernel-side subsystem filter) even where no udevd runs; it would hear
+/// nothing here, so delivery through it is left to hosts with udevd.
+#[test]
+fn udev_monitor_opens_with_an_enlarged_buffer() {
+    let source = kdump_hotplugd::edge::uevents::UdevUevents::open(Watch::default())
+        .expect("the udev monitor opens");
+    assert!(
+        source.receive_buffer() >= 212_992,
+        "{}",
+        source.receive_buffer()
+    );
+    assert_eq!(source.name(), "udev monitor");
+}

@@ -80,11 +80,9 @@ struct Drained {
     would_block: bool,
 }
 
-/// Reads messages with `receive` until it would block (or the batch is full). `receive` returns `Ok(None)` for a
-/// message to drop unseen (not from the kernel).
-fn drain(
-    mut receive: impl FnMut(&mut UeventBatch) -> Result<Option<()>, Errno>,
-) -> Result<Drained, Errno> {
+/// Reads messages with `receive` (one per call, pushed into the batch or dropped) until it would block or the
+/// batch is full.
+fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Result<Drained, Errno> {
     let mut batch = UeventBatch::default();
     for _ in 0..MAX_MESSAGES_PER_BATCH {
         match receive(&mut batch) {
@@ -112,7 +110,7 @@ async fn pump<T: AsRawFd>(
     name: &str,
     fd: AsyncFd<T>,
     events: mpsc::Sender<Event>,
-    mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<Option<()>, Errno>,
+    mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<(), Errno>,
 ) {
     loop {
         let mut guard = match fd.readable().await {
@@ -204,10 +202,10 @@ impl EventSource for KernelUevents {
                 let (len, from) = recvfrom::<NetlinkAddr>(socket.as_raw_fd(), &mut buffer)?;
                 // Only the kernel (port id 0) sends kernel uevents; anything else is forged or misrouted.
                 if from.map(|a| a.pid()) != Some(0) {
-                    return Ok(None);
+                    return Ok(());
                 }
                 batch.push(parse_kernel_message(&buffer[..len], watch));
-                Ok(Some(()))
+                Ok(())
             })
             .await
         })
@@ -286,7 +284,7 @@ impl EventSource for UdevUevents {
                         Errno::UnknownErrno => Err(Errno::EAGAIN),
                         Errno::EAGAIN | Errno::ENOBUFS | Errno::EINTR => Err(Errno::last()),
                         // A message libudev rejected (bad credentials, filtered): drop it, keep reading.
-                        _ => Ok(None),
+                        _ => Ok(()),
                     };
                 };
                 batch.push(classify(
@@ -295,7 +293,7 @@ impl EventSource for UdevUevents {
                     event.devpath().to_str(),
                     watch,
                 ));
-                Ok(Some(()))
+                Ok(())
             })
             .await
         })
@@ -354,22 +352,18 @@ mod tests {
 
     #[test]
     fn drain_counts_overflows_and_stops_at_would_block() {
-        let mut script = vec![
-            Ok(Some(())),
-            Err(Errno::ENOBUFS),
-            Ok(None),
-            Err(Errno::EAGAIN),
-        ]
-        .into_iter();
+        // A message, an overflow report, a message dropped unseen, then nothing more.
+        let mut script =
+            vec![Ok(true), Err(Errno::ENOBUFS), Ok(false), Err(Errno::EAGAIN)].into_iter();
         let drained = drain(|batch| {
-            let next = script.next().unwrap();
-            if next == Ok(Some(())) {
+            let keep = script.next().unwrap()?;
+            if keep {
                 batch.events.push(crate::model::DomainEvent::Cpu {
                     id: 1,
                     action: crate::model::HotplugAction::Online,
                 });
             }
-            next
+            Ok(())
         })
         .unwrap();
         assert!(drained.would_block);
@@ -379,7 +373,7 @@ mod tests {
 
     #[test]
     fn drain_stops_at_a_full_batch_without_clearing_readiness() {
-        let drained = drain(|_| Ok(None)).unwrap();
+        let drained = drain(|_| Ok(())).unwrap();
         assert!(!drained.would_block);
         assert_eq!(drain(|_| Err(Errno::EBADF)).err(), Some(Errno::EBADF));
     }
