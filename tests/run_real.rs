@@ -114,14 +114,16 @@ fn wait_for(socket: &UnixDatagram, daemon: &Daemon, wanted: impl Fn(&str) -> boo
     }
 }
 
-/// Voluntary + involuntary context switches over all threads, and the thread count.
-fn context_switches(pid: u32) -> (u64, usize) {
-    let mut total = 0;
-    let mut threads = 0;
+/// Voluntary + involuntary context switches of each thread, by thread id.
+fn context_switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let status =
-            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
-        threads += 1;
+        let task = task.unwrap();
+        // A thread that just exited has no status left: it cannot have woken.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let mut total = 0;
         for line in status.lines() {
             if let Some(value) = line
                 .strip_prefix("voluntary_ctxt_switches:")
@@ -130,8 +132,23 @@ fn context_switches(pid: u32) -> (u64, usize) {
                 total += value.trim().parse::<u64>().unwrap();
             }
         }
+        threads.insert(task.file_name().to_string_lossy().into_owned(), total);
     }
-    (total, threads)
+    threads
+}
+
+/// Context switches between two samples, over the threads alive in both, plus threads that appeared.
+fn woke(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| match before.get(tid) {
+            Some(m) => n.saturating_sub(*m),
+            None => (*n).max(1),
+        })
+        .sum()
 }
 
 #[test]
@@ -182,11 +199,12 @@ fn real_run_is_ready_idle_reacts_and_stops() {
 
     let mut windows = Vec::new();
     let idle = (0..3).any(|_| {
-        let (before, threads) = context_switches(pid);
+        let before = context_switches(pid);
         std::thread::sleep(IDLE_WINDOW);
-        let (after, _) = context_switches(pid);
-        windows.push((after - before, threads));
-        after == before
+        let after = context_switches(pid);
+        let switches = woke(&before, &after);
+        windows.push((switches, after.len()));
+        switches == 0
     });
     assert!(
         idle,
@@ -309,4 +327,78 @@ fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
         "{}",
         daemon.log()
     );
+}
+
+/// `--dry-run` on a host with a kernel in /boot and a Debian kdump initrd: the log says what would be loaded
+/// (kernel, initrd, command line, ranges), the startup load is decided and not done.
+#[test]
+fn dry_run_logs_what_it_would_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    copy_tree(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/not-loaded"),
+        &root,
+    );
+    for (path, text) in [
+        ("proc/sys/kernel/osrelease", "6.12.0-demo\n"),
+        (
+            "proc/cmdline",
+            "BOOT_IMAGE=/vmlinuz-6.12.0-demo root=/dev/vda ro crashkernel=256M quiet\n",
+        ),
+        ("boot/vmlinuz-6.12.0-demo", "kernel"),
+        ("boot/initrd.img-6.12.0-demo", "boot initrd"),
+        ("var/lib/kdump/initrd.img-6.12.0-demo", "kdump initrd"),
+    ] {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let stderr = dir.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+        .arg("run")
+        .arg("--dry-run")
+        .arg("--sysroot")
+        .arg(&root)
+        .args(["--events", "kernel", "--bus", "none"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, stderr };
+    wait_for(&socket, &daemon, |t| {
+        t.contains("STATUS=idle") && t.contains("1 skipped")
+    });
+    let log = daemon.log();
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{log}"))
+            .to_owned()
+    };
+    let plan = line("crash kernel to load");
+    assert!(
+        plan.contains(&format!(
+            "kernel={}",
+            root.join("boot/vmlinuz-6.12.0-demo").display()
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!(
+            "initrd={}",
+            root.join("var/lib/kdump/initrd.img-6.12.0-demo").display()
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("cmdline=root=/dev/vda ro quiet reset_devices irqpoll nr_cpus=1"),
+        "{plan}"
+    );
+    assert!(line("dry run: would load the crash kernel").contains("ranges=3"));
+    assert!(!log.contains("crash kernel reloaded"), "{log}");
 }
