@@ -113,23 +113,23 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
         }
         Err(error) => tracing::error!(%error, "cannot load a crash kernel"),
     }
-    let kexec_binary = sysroot.path(&settings.loader.kexec_path.to_string_lossy());
+    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
     let kexec_tools = |mode: KexecToolsMode, name: &str| -> Arc<dyn Loader> {
-        match &plan {
-            Ok(plan) if kexec_binary.exists() => Arc::new(KexecToolsLoader::new(
+        match (&plan, &kexec_binary) {
+            (Ok(plan), Some(kexec_binary)) => Arc::new(KexecToolsLoader::new(
                 kexec_binary.clone(),
                 plan.clone(),
                 mode,
                 settings.loader.command_timeout,
             )),
-            Ok(_) => unavailable(
+            (Ok(_), None) => unavailable(
                 name,
                 format!(
                     "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
                     settings.loader.kexec_path.display()
                 ),
             ),
-            Err(error) => unavailable(name, error.to_string()),
+            (Err(error), _) => unavailable(name, error.to_string()),
         }
     };
     let configured: Arc<dyn Loader> = match settings.loader.kind {
@@ -154,6 +154,31 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
         configured,
         kexec_load: kexec_tools(KexecToolsMode::Load, "kexec -c -p"),
     }
+}
+
+/// Where kexec-tools installs `kexec` across distributions (Debian 12: /sbin; Fedora: /usr/sbin; a minimal
+/// initramfs: wherever it was copied).
+const KEXEC_LOCATIONS: &[&str] = &[
+    "/usr/sbin/kexec",
+    "/sbin/kexec",
+    "/usr/bin/kexec",
+    "/bin/kexec",
+];
+
+/// The kexec binary (host path): the configured one; at the default setting, the first that exists of
+/// [`KEXEC_LOCATIONS`]. A path set explicitly is never second-guessed.
+pub fn find_kexec(configured: &std::path::Path, sysroot: &Sysroot) -> Option<PathBuf> {
+    let path = sysroot.path(&configured.to_string_lossy());
+    if path.exists() {
+        return Some(path);
+    }
+    if configured != config::LoaderSettings::default().kexec_path {
+        return None;
+    }
+    KEXEC_LOCATIONS
+        .iter()
+        .find(|candidate| sysroot.exists(candidate))
+        .map(|candidate| sysroot.path(candidate))
 }
 
 fn log_plan(plan: &KernelPlan) {
@@ -345,6 +370,28 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/small-vm"
         ))
+    }
+
+    #[test]
+    fn kexec_is_found_where_the_distribution_put_it_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path());
+        let default = config::LoaderSettings::default().kexec_path;
+        assert_eq!(find_kexec(&default, &root), None);
+        std::fs::create_dir_all(dir.path().join("sbin")).unwrap();
+        std::fs::write(dir.path().join("sbin/kexec"), "").unwrap();
+        assert_eq!(
+            find_kexec(&default, &root),
+            Some(dir.path().join("sbin/kexec"))
+        );
+        // An explicit path that does not exist is reported, not replaced.
+        assert_eq!(find_kexec(std::path::Path::new("/opt/kexec"), &root), None);
+        std::fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+        std::fs::write(dir.path().join("usr/sbin/kexec"), "").unwrap();
+        assert_eq!(
+            find_kexec(&default, &root),
+            Some(dir.path().join("usr/sbin/kexec"))
+        );
     }
 
     #[test]
