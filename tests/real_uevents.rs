@@ -176,3 +176,37 @@ fn udev_monitor_opens_with_an_enlarged_buffer() {
     );
     assert_eq!(source.name(), "udev monitor");
 }
+
+/// A burst that is already queued when the source wakes arrives as one batch: one wake-up of the owner loop,
+/// however many uevents.
+#[tokio::test]
+async fn a_queued_burst_is_one_batch() {
+    const BURST: usize = 1000;
+    let Ok(source) = KernelUevents::open(Watch::default()) else {
+        eprintln!("SKIP: no uevent netlink socket");
+        return;
+    };
+    for _ in 0..BURST {
+        if let Err(reason) = trigger(CPU0) {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(Box::new(source).run(tx));
+    let first = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("no batch")
+        .expect("source ended");
+    task.abort();
+    let Event::Uevents(batch) = first else {
+        panic!("unexpected {first:?}");
+    };
+    let cpu0 = DomainEvent::Cpu {
+        id: 0,
+        action: HotplugAction::Change,
+    };
+    let ours = batch.events.iter().filter(|e| **e == cpu0).count();
+    assert_eq!(batch.lost, 0);
+    assert!(ours >= BURST, "first batch held {ours} of {BURST}");
+}
