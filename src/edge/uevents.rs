@@ -314,6 +314,12 @@ pub fn open(
             (Box::new(source), size)
         }
         ResolvedSource::Udev => {
+            if !sysroot.exists(UDEVD_CONTROL) {
+                tracing::warn!(
+                    "events.source = \"udev\" but udevd does not run ({UDEVD_CONTROL} is missing): no hotplug \
+                     event will arrive until it does; \"auto\" or \"kernel\" listen to the kernel directly"
+                );
+            }
             let source = UdevUevents::open(watch)?;
             let size = source.receive_buffer();
             (Box::new(source), size)
