@@ -233,7 +233,7 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
     if snapshot.addresses_hidden {
         tracing::error!(
             "/proc/iomem shows every address as 0: the daemon opened it without CAP_SYS_ADMIN; no reload can be \
-             computed (start it with CAP_SYS_ADMIN, which it needs only to open /proc/iomem and /dev/kmsg)"
+             computed (start it with CAP_SYS_ADMIN, which it needs only to open /proc/iomem)"
         );
     }
     tracing::info!(
