@@ -402,3 +402,48 @@ fn dry_run_logs_what_it_would_load() {
     assert!(line("dry run: would load the crash kernel").contains("ranges=3"));
     assert!(!log.contains("crash kernel reloaded"), "{log}");
 }
+
+/// `/proc/iomem` read without CAP_SYS_ADMIN shows every address as 0: the daemon says so from its first
+/// status on, and loads nothing (no empty header).
+#[test]
+fn hidden_addresses_are_an_error_not_empty_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let stderr = dir.path().join("stderr");
+    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+        .arg("run")
+        .arg("--sysroot")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/hidden-addresses"),
+        )
+        .args([
+            "--kernel",
+            "/proc/iomem",
+            "--events",
+            "kernel",
+            "--bus",
+            "none",
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, stderr };
+    let ready = wait_for(&socket, &daemon, |t| t.contains("READY=1"));
+    assert!(ready.contains("STATUS=error: "), "{ready}");
+    assert!(ready.contains("every address as 0"), "{ready}");
+    assert!(
+        daemon.log().contains("without CAP_SYS_ADMIN"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("crash kernel reloaded"),
+        "{}",
+        daemon.log()
+    );
+}
