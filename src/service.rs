@@ -158,7 +158,7 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
 
 /// Where kexec-tools installs `kexec` across distributions (Debian 12: /sbin; Fedora: /usr/sbin; a minimal
 /// initramfs: wherever it was copied).
-const KEXEC_LOCATIONS: &[&str] = &[
+pub const KEXEC_LOCATIONS: &[&str] = &[
     "/usr/sbin/kexec",
     "/sbin/kexec",
     "/usr/bin/kexec",

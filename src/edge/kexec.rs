@@ -53,7 +53,7 @@ pub enum PlanError {
 
 /// Options the crash kernel must not inherit: the reservation itself, boot-loader bookkeeping, and memory
 /// tuning sized for the full machine that cannot fit in the crash reservation.
-const CMDLINE_REMOVE: &[&str] = &[
+pub const CMDLINE_REMOVE: &[&str] = &[
     "crashkernel",
     "BOOT_IMAGE",
     "initrd",
