@@ -447,3 +447,37 @@ fn hidden_addresses_are_an_error_not_empty_ranges() {
         daemon.log()
     );
 }
+
+/// With `WATCHDOG_USEC` for its own pid (as systemd sets it), the daemon pings `WATCHDOG=1` on and on; the
+/// idle test above shows it does not wake at all without it.
+#[test]
+fn watchdog_pings_when_the_service_manager_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let stderr = dir.path().join("stderr");
+    // WATCHDOG_PID must be the daemon's own pid: the shell's, which exec hands to the daemon.
+    let child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "WATCHDOG_PID=$$ exec \"$0\" run --dry-run --events kernel --bus none",
+            env!("CARGO_BIN_EXE_kdump-hotplugd"),
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, stderr };
+    wait_for(&socket, &daemon, |t| t.contains("READY=1"));
+    for _ in 0..3 {
+        wait_for(&socket, &daemon, |t| t == "WATCHDOG=1\n");
+    }
+    assert!(
+        daemon.log().contains("watchdog_usec=200000"),
+        "{}",
+        daemon.log()
+    );
+}
