@@ -1,5 +1,6 @@
 //! `kdump-hotplugd run` on this host (no --simulate): it reports READY over a real NOTIFY_SOCKET, stays idle
-//! without periodic wake-ups, reacts to a real uevent, and stops cleanly on SIGTERM.
+//! without periodic wake-ups, reacts to a real uevent, re-reads its config on SIGHUP, and stops cleanly on
+//! SIGTERM.
 //!
 //! Idle is checked by the kernel's own counter: the context switches of every thread of the daemon
 //! (`/proc/PID/task/*/status`) must not grow over a window of idleness. A periodic timer (a tokio tick, a
@@ -220,6 +221,16 @@ fn real_run_is_ready_idle_reacts_and_stops() {
         }
         Err(error) => eprintln!("SKIP (uevent part): cannot write a sysfs uevent file: {error}"),
     }
+
+    // SIGHUP: RELOADING=1 with MONOTONIC_USEC (systemd 253+ Type=notify-reload), then READY=1 again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let reloading = wait_for(&socket, &daemon, |t| t.contains("RELOADING=1"));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    wait_for(&socket, &daemon, |t| t.contains("READY=1"));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
