@@ -64,6 +64,8 @@ pub enum ServiceError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Source(#[from] uevents::SourceError),
+    #[error("the owner loop ended abnormally: {0}")]
+    OwnerLoop(String),
 }
 
 /// Loads the config under `sysroot` with the overrides applied.
@@ -338,13 +340,15 @@ pub async fn run(
             None
         }
     };
-    let report = running.await.unwrap_or_default();
+    let report = running
+        .await
+        .map_err(|e| ServiceError::OwnerLoop(e.to_string()));
     drop(connection);
     signals.abort();
     if let Some(task) = kernel_log {
         task.abort();
     }
-    Ok(report)
+    report
 }
 
 #[cfg(test)]
