@@ -719,6 +719,60 @@ fn reload_config_keeps_the_old_configuration_when_the_new_one_is_invalid() {
     );
 }
 
+#[test]
+fn sighup_rereads_the_configuration_keeps_the_old_on_error_and_applies_a_good_one() {
+    let bus = Bus::start("system-like.conf");
+    let daemon = Daemon::start(&bus, "virtio-mem-1t");
+    let pid = Pid::from_raw(daemon.child.id() as i32);
+    let config = bus
+        .dir
+        .path()
+        .join("sysroot/etc/kdump-hotplugd/config.d/50-test.toml");
+    std::fs::create_dir_all(config.parent().expect("parent")).expect("config dir");
+    let configured_capacity = || {
+        let out = client(&bus, false, &["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        status["ConfiguredRangeCapacity"]
+            .as_u64()
+            .expect("ConfiguredRangeCapacity")
+    };
+    assert_eq!(configured_capacity(), 8192);
+
+    std::fs::write(&config, "[kernel]\nmax_memory_ranges = \"many\"\n").expect("config");
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    let last_error = wait_for("the refused configuration in LastError", STARTUP, || {
+        let error = property(&bus, "LastError");
+        let error = error.as_str().unwrap_or("").to_owned();
+        (!error.is_empty()).then_some(error)
+    });
+    assert!(
+        last_error.contains("keeping the previous one")
+            && last_error.contains("config.d/50-test.toml:2")
+            && last_error.contains("kernel.max_memory_ranges"),
+        "{last_error}"
+    );
+    assert_eq!(configured_capacity(), 8192, "the old configuration stays");
+
+    std::fs::write(&config, "[kernel]\nmax_memory_ranges = 4096\n").expect("config");
+    kill(pid, Signal::SIGHUP).expect("SIGHUP");
+    wait_for("the new configuration applied", STARTUP, || {
+        (configured_capacity() == 4096).then_some(())
+    });
+    assert_eq!(
+        property(&bus, "LastError"),
+        "",
+        "a good reload clears the refusal"
+    );
+
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let mut daemon = daemon;
+    let status = wait_for("the daemon to exit", STARTUP, || {
+        daemon.child.try_wait().expect("try_wait")
+    });
+    assert!(status.success(), "{status}\n{}", daemon.log());
+}
+
 /// The interface element of an introspection document, comments dropped and whitespace normalised.
 fn interface_element(xml: &str) -> String {
     let start = xml

@@ -22,6 +22,9 @@ use crate::model::HostSnapshot;
 use crate::snapshot::{SnapshotError, SnapshotReader};
 use crate::uevent::UeventBatch;
 
+/// How a refused configuration reload starts in `LastError`; a later good reload clears it.
+const CONFIG_NOT_RELOADED: &str = "configuration not reloaded, keeping the previous one";
+
 /// Everything the owner loop reacts to.
 #[derive(Debug)]
 pub enum Event {
@@ -571,11 +574,19 @@ impl Daemon {
                 }
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
+                // What the status derives from the settings follows them now, not at the next snapshot.
+                if let Some(snapshot) = self.last_snapshot.take() {
+                    self.absorb_snapshot(snapshot);
+                }
+                self.publish(|s| {
+                    if s.last_error.starts_with(CONFIG_NOT_RELOADED) {
+                        s.last_error.clear();
+                    }
+                });
                 Ok(())
             }
             Err(error) => {
-                let message =
-                    format!("configuration not reloaded, keeping the previous one: {error}");
+                let message = format!("{CONFIG_NOT_RELOADED}: {error}");
                 tracing::error!("{message}");
                 self.publish(|s| s.last_error = message.clone());
                 Err(error.to_string())
