@@ -567,17 +567,16 @@ impl SimulatedHost {
                 }
             }
             Step::AddCpus(n) => {
-                let mut next = model.present_cpus.iter().max().map_or(0, |m| m + 1);
-                for _ in 0..n {
+                let first = model.present_cpus.iter().max().map_or(0, |m| m + 1);
+                for id in first..first + n {
                     events.push(DomainEvent::Cpu {
-                        id: next,
+                        id,
                         action: HotplugAction::Add,
                     });
                     events.push(DomainEvent::Cpu {
-                        id: next,
+                        id,
                         action: HotplugAction::Online,
                     });
-                    next += 1;
                 }
             }
             Step::RemoveCpus(n) => {
