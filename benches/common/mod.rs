@@ -69,8 +69,8 @@ const BOOT_RANGES: usize = 3;
 
 /// A generated sparse host with its reader open, and the header loaded before the device plugged anything.
 pub struct SnapshotFixture {
-    /// Keeps the tree alive.
-    _root: tempfile::TempDir,
+    /// Keeps a generated tree alive.
+    tree: Option<tempfile::TempDir>,
     pub reader: SnapshotReader,
     pub loaded: LoadedHeader,
     pub triggers: Triggers,
@@ -96,12 +96,16 @@ impl SnapshotFixture {
         }
         .write(root.path())
         .expect("the sparse fixture");
-        Self::open(root, ranges)
+        let fixture = Self::open(root.path(), ranges);
+        SnapshotFixture {
+            tree: Some(root),
+            ..fixture
+        }
     }
 
-    fn open(root: tempfile::TempDir, ranges: u64) -> Self {
-        let mut reader =
-            SnapshotReader::open(Sysroot::new(root.path())).expect("the fixture opens");
+    /// Opens a tree [`Self::generate`] wrote, kept alive elsewhere (another process's).
+    pub fn open(root: &Path, ranges: u64) -> Self {
+        let mut reader = SnapshotReader::open(Sysroot::new(root)).expect("the fixture opens");
         let first = reader.take().expect("the fixture reads");
         assert_eq!(first.ranges.len() as u64, ranges + BOOT_RANGES as u64);
         let boot_blocks = SparseHost::boot_block_indices().count() as u64;
@@ -111,7 +115,7 @@ impl SnapshotFixture {
             cpus: first.present_cpus.clone(),
         };
         SnapshotFixture {
-            _root: root,
+            tree: None,
             reader,
             loaded,
             triggers: Triggers::default(),
@@ -119,8 +123,9 @@ impl SnapshotFixture {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        self._root.path()
+    /// Hands over the generated tree, so that another process can open it; removed when dropped.
+    pub fn into_tree(self) -> Option<tempfile::TempDir> {
+        self.tree
     }
 
     /// What the owner loop does once per quiet burst: a snapshot, and the decision on it.

@@ -81,6 +81,9 @@ pub enum Step {
     Malformed(u32),
     /// Nothing happens for this long.
     Pause(Duration),
+    /// Nothing happens again, and no timer is armed for it: the daemon idles until it is stopped (for counting
+    /// idle wake-ups).
+    StayQuiet,
 }
 
 /// How the simulated loader behaves.
@@ -180,6 +183,12 @@ impl Scenario {
                 )
             },
             Scenario::new(
+                "idle",
+                "1 TiB plugged, then nothing until the daemon is stopped (SIGTERM): for counting idle wake-ups",
+                SimKernel::STALE_HEADER,
+                vec![plug(1024), Step::StayQuiet],
+            ),
+            Scenario::new(
                 "malformed",
                 "a burst with malformed uevents mixed in: counted and skipped",
                 SimKernel::STALE_HEADER,
@@ -200,7 +209,7 @@ impl Scenario {
                 Step::Unplug { bytes } => 2 * (bytes / BLOCK_SIZE),
                 Step::AddCpus(n) | Step::RemoveCpus(n) => 2 * u64::from(*n),
                 Step::Malformed(n) => u64::from(*n),
-                Step::Pause(_) => 0,
+                Step::Pause(_) | Step::StayQuiet => 0,
             })
             .sum()
     }
@@ -607,7 +616,7 @@ impl SimulatedHost {
                     })
                     .collect();
             }
-            Step::Pause(_) => {}
+            Step::Pause(_) | Step::StayQuiet => {}
         }
         events
             .iter()
@@ -620,9 +629,13 @@ impl SimulatedHost {
         let watch = Watch::default();
         let scenario = self.scenario.clone();
         for step in &scenario.steps {
-            if let Step::Pause(duration) = step {
-                tokio::time::sleep(*duration).await;
-                continue;
+            match step {
+                Step::Pause(duration) => {
+                    tokio::time::sleep(*duration).await;
+                    continue;
+                }
+                Step::StayQuiet => std::future::pending::<()>().await,
+                _ => {}
             }
             let messages = Self::step_messages(&mut self.model(), step);
             for chunk in messages.chunks(scenario.batch_size.max(1)) {
