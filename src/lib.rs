@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dbus;
 pub mod debounce;
 pub mod decide;
 pub mod edge;
@@ -13,6 +14,7 @@ pub mod kmsg;
 pub mod model;
 pub mod parse;
 pub mod ranges;
+pub mod service;
 pub mod simulate;
 pub mod snapshot;
 pub mod sysroot;
