@@ -973,12 +973,34 @@ fn report() {
     println!("(report took {:.0} s)", started.elapsed().as_secs_f64());
 }
 
+/// `cargo test --benches`: a few seconds that show every part still works, for CI.
+fn smoke() {
+    let run = udev_rule(4, &script_path());
+    assert_eq!(run.events, 4);
+    assert_eq!(
+        run.reloads_scheduled, 1,
+        "the first uevent schedules the only reload"
+    );
+    measured_event_path(&storm(2), Instant::now());
+    let trace = parse_strace(
+        "7 epoll_wait(3, [], 1024, 940) = 0\n\
+         7 epoll_wait(3, [{events=EPOLLIN, data={u32=0, u64=0}}], 1024, -1) = 1\n\
+         8 read(12,  <unfinished ...>\n\
+         8 <... read resumed>\"x\", 16384) = 1\n",
+    );
+    assert_eq!(
+        (trace.syscalls, trace.timer_expiries, trace.input_wakeups),
+        (3, 1, 1)
+    );
+    println!("storm: smoke test passed; `make bench` prints the figures");
+}
+
 fn main() {
-    // cargo passes `--bench`; a mode is the first argument that is not an option.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    // `cargo bench` passes `--bench`, `cargo test --benches` does not; a mode is the first argument that is not
+    // an option.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let benching = all.iter().any(|a| a == "--bench");
+    let args: Vec<String> = all.into_iter().filter(|a| a != "--bench").collect();
     match args.first().map(String::as_str) {
         Some("instructions") => instructions_mode(&args[1..]),
         Some("udev-rule") => udev_rule_mode(&args[1..]),
@@ -986,6 +1008,7 @@ fn main() {
             eprintln!("unknown mode {other:?}: instructions | udev-rule (or none for the report)");
             std::process::exit(2);
         }
-        _ => report(),
+        _ if benching => report(),
+        _ => smoke(),
     }
 }
