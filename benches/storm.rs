@@ -23,6 +23,7 @@
 //!     storm-… udev-rule [--events N]       the script driver alone; prints JSON
 //!     storm-… instructions event-path      the work callgrind counts (see `instruction_counts`)
 //!     storm-… instructions snapshot N DIR
+//!     storm-… fixture N                    writes the sparse host with N ranges for profiling, prints its path
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -1004,6 +1005,13 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("instructions") => instructions_mode(&args[1..]),
         Some("udev-rule") => udev_rule_mode(&args[1..]),
+        Some("fixture") => {
+            // For profiling by hand: writes the sparse host with N ranges, keeps it, prints where.
+            let ranges = args.get(1).and_then(|n| n.parse().ok()).expect("fixture N");
+            if let Some(tree) = SnapshotFixture::generate(ranges).into_tree() {
+                println!("{}", tree.keep().display());
+            }
+        }
         Some(other) if !other.starts_with('-') => {
             eprintln!("unknown mode {other:?}: instructions | udev-rule (or none for the report)");
             std::process::exit(2);
