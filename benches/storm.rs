@@ -929,7 +929,7 @@ fn report() {
                     if quiet {
                         verdict(Some(timers == 0))
                     } else {
-                        "n/a (not idle: input)"
+                        "n/a: input"
                     },
                 );
                 table.row(
