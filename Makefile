@@ -159,6 +159,7 @@ demo: deps
 # The fast tier: unit, property and integration tests, then the packaging checks.
 test-fast: deps
 	$(CARGO) test --locked
+	$(CARGO) test --benches --locked
 	bash tests/packaging.sh
 
 # Every tier. The slow one (QEMU guests) joins here once it lands.
