@@ -81,6 +81,9 @@ install: build
 	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR) packaging/COEXISTENCE.md packaging/SECURITY-SCORE.md
 	@if [ -f README.md ]; then echo "$(INSTALL) -m0644 README.md $(DESTDIR)$(DOCDIR)/"; \
 		$(INSTALL) -m0644 README.md $(DESTDIR)$(DOCDIR)/; fi
+	@# The README links these by relative path: keep the same layout beside it.
+	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR) BENCHMARKS.md
+	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR)/docs docs/*.md
 	$(INSTALL) -Dm0644 -t $(DESTDIR)$(DOCDIR)/examples/kdump-hotplugd.service.d \
 		systemd/kdump-hotplugd.service.d/command-loader.conf.example \
 		systemd/kdump-hotplugd.service.d/private-network.conf.example
@@ -145,6 +148,8 @@ SCENARIO     ?= virtio-mem-1t
 .PHONY: deps demo test test-fast test-guest
 
 deps:
+	@# Rust itself comes from rustup (Debian 12's cargo 0.66 cannot read this Cargo.lock); say so plainly.
+	@$(CARGO) --version >/dev/null 2>&1 || { echo "cargo not found: install Rust >= 1.85 with rustup first" >&2; exit 1; }
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

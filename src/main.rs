@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run the daemon (on this host, or on a simulated one with --simulate).
     Run {
-        /// Root for every read of /proc, /sys and /etc (fixture trees).
+        /// Root for every path the daemon reads: /proc, /sys, /etc, /boot, /dev/kmsg (fixture trees).
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
         /// Run on a simulated host instead of this one; SCENARIO defaults to virtio-mem-1t.
@@ -101,13 +101,16 @@ enum Command {
     },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
+        /// Root for every read of /proc and /sys (fixture trees).
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
+        /// Print the snapshot and the decision as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print the merged configuration and where each value came from, or the error (exit status 1).
     CheckConfig {
+        /// Root for the configuration directories under /etc, /run and /usr/lib (fixture trees).
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
     },
@@ -125,6 +128,14 @@ enum SourceArg {
     Auto,
     Udev,
     Kernel,
+}
+
+/// A printing command piped into `head` should end the way `cat` does, not panic: restore the default SIGPIPE
+/// (Rust ignores it). Only for the short-lived printers; the daemon keeps ignoring it.
+fn die_quietly_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: at start, single-threaded, installing the default disposition.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn init_logging(default_level: &str) {
@@ -234,8 +245,14 @@ fn main() -> ExitCode {
         Command::ReloadConfig { address } => client(&address, |c| async move {
             c.reload_config().await.map(|()| String::new())
         }),
-        Command::Ranges { sysroot, json } => ranges(sysroot, json),
-        Command::CheckConfig { sysroot } => check_config(sysroot),
+        Command::Ranges { sysroot, json } => {
+            die_quietly_on_closed_pipe();
+            ranges(sysroot, json)
+        }
+        Command::CheckConfig { sysroot } => {
+            die_quietly_on_closed_pipe();
+            check_config(sysroot)
+        }
     }
 }
 
@@ -424,7 +441,11 @@ fn print_report(outcome: &SimulationOutcome) {
     }
     let new = &outcome.new_ranges;
     let new_bytes: u64 = new.iter().map(|r| r.size()).sum();
-    println!("new memory: {} ranges, {} GiB", new.len(), new_bytes >> 30);
+    println!(
+        "new memory: {} GiB in ranges: {}",
+        new_bytes >> 30,
+        new.len()
+    );
     for range in new.iter().take(5) {
         println!("  {range}  ({} MiB)", range.size() >> 20);
     }

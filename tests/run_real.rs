@@ -315,10 +315,10 @@ fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
     let daemon = Daemon { child, stderr };
     wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     let status = wait_for(&socket, &daemon, |t| {
-        t.contains("reloads (") && !t.contains(" 0 reloads")
+        t.contains("reloads ") && !t.contains("reloads 0 ")
     });
     assert!(
-        status.contains("1 reloads (0 failed"),
+        status.contains("reloads 1 (0 failed"),
         "{status}\n{}",
         daemon.log()
     );

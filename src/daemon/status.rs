@@ -90,7 +90,7 @@ impl Status {
     /// One line for sd_notify's STATUS= and the live display.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "{}{}: {} ranges, crash kernel {}, {} events ({} coalesced, {} malformed, {} lost), {} reloads ({} failed, \
+            "{}{}: ranges {}, crash kernel {}, events {} ({} coalesced, {} malformed, {} lost), reloads {} ({} failed, \
              {} skipped)",
             self.state.as_str(),
             if self.paused { " (paused)" } else { "" },

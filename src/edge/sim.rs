@@ -154,7 +154,8 @@ impl Scenario {
             Scenario::new(
                 "sparse-overflow",
                 "a 6.6+ kernel gets 10,240 sparse virtio-mem blocks (every second one): more ranges than its \
-                 8192-range buffer, so its in-place update silently keeps a stale header",
+                 header buffer holds (sized for 8192 ranges and 64 CPUs: 8,248 slots with 8 CPUs), so its in-place \
+                 update silently keeps a stale header",
                 SimKernel::SELF_UPDATING,
                 vec![Step::Plug { bytes: 1280 * GIB, sparse: true }],
             ),
