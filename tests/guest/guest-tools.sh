@@ -62,14 +62,15 @@ reload-on-event)
     echo "$started $(uptime_now) $? $ACTION $DEVPATH" >> /run/baseline-reloads.log
     ;;
 settle)
-    # Waits until no uevent arrived for $2 seconds and no memory block is offline; gives up after $3 s.
+    # Waits until, for $2 seconds, no uevent arrived and kexec_crash_loaded did not change (reloads still
+    # running are part of the burst), and no memory block is offline; gives up after $3 s.
     quiet=$2 limit=$3 waited=0 last=-1 still=0
     while [ "$waited" -lt "$limit" ]; do
-        count=$(cat /run/uevents.log 2>/dev/null | wc -l)
+        count=$(cat /run/uevents.log /run/loaded.log 2>/dev/null | wc -l)
         offline=$(cat /sys/devices/system/memory/memory*/state | grep -c offline)
         if [ "$count" = "$last" ] && [ "$offline" = 0 ]; then
             still=$((still + 1))
-            [ "$still" -ge "$quiet" ] && { echo "@@ SETTLED uevents=$count"; exit 0; }
+            [ "$still" -ge "$quiet" ] && { echo "@@ SETTLED log-lines=$count"; exit 0; }
         else
             still=0
         fi
@@ -77,7 +78,7 @@ settle)
         sleep 1
         waited=$((waited + 1))
     done
-    echo "@@ NOT-SETTLED uevents=$count offline=$offline"
+    echo "@@ NOT-SETTLED log-lines=$count offline=$offline"
     exit 1
     ;;
 dump-log)
