@@ -13,6 +13,7 @@ pub mod kmsg;
 pub mod model;
 pub mod parse;
 pub mod ranges;
+pub mod service;
 pub mod simulate;
 pub mod snapshot;
 pub mod sysroot;

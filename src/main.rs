@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use kdump_hotplugd::config::{self, Settings};
 use kdump_hotplugd::decide::{self, LoadedHeader, Triggers};
 use kdump_hotplugd::edge::sim::Scenario;
+use kdump_hotplugd::service;
 use kdump_hotplugd::simulate::{Simulation, SimulationOutcome};
 use kdump_hotplugd::snapshot::SnapshotReader;
 use kdump_hotplugd::sysroot::Sysroot;
@@ -45,6 +46,21 @@ enum Command {
         /// Print the final report as JSON (simulations).
         #[arg(long)]
         json: bool,
+        /// Loader, overriding loader.kind: native (kexec_file_load), kexec-tools (kexec -s -p) or command.
+        #[arg(long, value_name = "KIND")]
+        loader: Option<LoaderArg>,
+        /// Crash kernel image (absolute, under --sysroot), overriding loader.kernel.
+        #[arg(long, value_name = "PATH")]
+        kernel: Option<PathBuf>,
+        /// Crash initrd (absolute, under --sysroot), overriding loader.initrd.
+        #[arg(long, value_name = "PATH")]
+        initrd: Option<PathBuf>,
+        /// Crash kernel command line, overriding loader.cmdline.
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+        cmdline: Option<String>,
+        /// Uevent source, overriding events.source: auto, udev or kernel.
+        #[arg(long, value_name = "SOURCE")]
+        events: Option<SourceArg>,
     },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
@@ -58,6 +74,20 @@ enum Command {
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LoaderArg {
+    Native,
+    KexecTools,
+    Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SourceArg {
+    Auto,
+    Udev,
+    Kernel,
 }
 
 fn init_logging(default_level: &str) {
@@ -97,6 +127,11 @@ fn main() -> ExitCode {
             list_scenarios,
             dry_run,
             json,
+            loader,
+            kernel,
+            initrd,
+            cmdline,
+            events,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -113,10 +148,29 @@ fn main() -> ExitCode {
             match simulate {
                 Some(name) => run_simulation(&sysroot, &name, dry_run, json),
                 None => {
-                    tracing::error!(
-                        "the real edges (udev, kexec, sd_notify) are not built yet: use --simulate"
-                    );
-                    ExitCode::FAILURE
+                    let overrides = service::Overrides {
+                        dry_run,
+                        loader: loader.map(|l| match l {
+                            LoaderArg::Native => config::LoaderKind::Native,
+                            LoaderArg::KexecTools => config::LoaderKind::KexecTools,
+                            LoaderArg::Command => config::LoaderKind::Command,
+                        }),
+                        kernel,
+                        initrd,
+                        cmdline,
+                        source: events.map(|s| match s {
+                            SourceArg::Auto => config::EventSourceKind::Auto,
+                            SourceArg::Udev => config::EventSourceKind::Udev,
+                            SourceArg::Kernel => config::EventSourceKind::Kernel,
+                        }),
+                    };
+                    match runtime().block_on(service::run(sysroot, overrides)) {
+                        Ok(_) => ExitCode::SUCCESS,
+                        Err(error) => {
+                            log_error_chain(&error);
+                            ExitCode::FAILURE
+                        }
+                    }
                 }
             }
         }

@@ -33,6 +33,8 @@ pub enum LoaderKind {
     Native,
     /// The distro's own tool (`kdumpctl reload`, `kdump-config reload`, …).
     Command,
+    /// kexec-tools' `kexec -s -p` (for kernels or setups where the daemon should not call the syscall itself).
+    KexecTools,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -45,7 +45,7 @@ impl KeySpec {
 }
 
 /// Serialized names of [`super::LoaderKind`]; a unit test keeps them in step with the enum.
-pub(crate) const LOADER_KINDS: &[&str] = &["native", "command"];
+pub(crate) const LOADER_KINDS: &[&str] = &["native", "command", "kexec-tools"];
 /// Serialized names of [`super::EventSourceKind`].
 pub(crate) const EVENT_SOURCES: &[&str] = &["auto", "udev", "kernel"];
 /// Serialized names of [`super::InitialLoad`].
@@ -126,7 +126,14 @@ mod tests {
 
     #[test]
     fn enum_value_lists_match_the_enums() {
-        assert_names_match(LOADER_KINDS, &[LoaderKind::Native, LoaderKind::Command]);
+        assert_names_match(
+            LOADER_KINDS,
+            &[
+                LoaderKind::Native,
+                LoaderKind::Command,
+                LoaderKind::KexecTools,
+            ],
+        );
         assert_names_match(
             EVENT_SOURCES,
             &[

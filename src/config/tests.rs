@@ -222,7 +222,10 @@ fn unknown_section_is_named_with_the_valid_ones() {
 fn bad_enum_value_lists_the_valid_values() {
     assert_eq!(
         error_of("[loader]\nkind = \"kexec\"\n"),
-        format!("{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"native\", \"command\"")
+        format!(
+            "{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"native\", \"command\", \
+             \"kexec-tools\""
+        )
     );
     assert_eq!(
         error_of("[daemon]\ninitial_load = \"if_missing\"\n"),

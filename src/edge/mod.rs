@@ -1,7 +1,12 @@
 //! Edges: thin adapters behind traits, each with a simulated twin. The owner loop only sees these traits.
 
+pub mod command;
+pub mod kernel_log;
+pub mod kexec;
+pub mod notify;
 pub mod signals;
 pub mod sim;
+pub mod uevents;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +17,20 @@ use tokio::sync::mpsc;
 use crate::daemon::Event;
 use crate::decide::LoaderChoice;
 use crate::model::{CpuSet, MemRange};
+
+/// Registers a descriptor the edge owns with tokio's reactor, for reading.
+///
+/// Every caller passes a type that owns its descriptor for its whole life and always returns the same one
+/// (an `OwnedFd`, or the udev monitor socket), which is what `AsyncFd::register` requires.
+pub(crate) fn register_readable<T: std::os::fd::AsRawFd>(
+    inner: T,
+) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: see above: the descriptor stays open and unchanged while the AsyncFd owns `inner`.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE)
+    }
+    .map_err(std::io::Error::from)
+}
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 

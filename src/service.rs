@@ -1,0 +1,294 @@
+//! `kdump-hotplugd run` on a real host: wires the real edges (uevent netlink, kexec, sd_notify, `/dev/kmsg`,
+//! signals) into the same owner loop the simulation drives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
+use crate::daemon::{Daemon, Loaders, Report, RunOptions};
+use crate::decide;
+use crate::edge::command::CommandLoader;
+use crate::edge::kernel_log::KernelLog;
+use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
+use crate::edge::notify::SdNotifier;
+use crate::edge::uevents;
+use crate::edge::{
+    signals, BoxFuture, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
+};
+use crate::snapshot::{SnapshotError, SnapshotReader};
+use crate::sysroot::Sysroot;
+use crate::uevent::Watch;
+
+/// Command-line overrides of the config, re-applied after every SIGHUP re-read.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub dry_run: bool,
+    pub loader: Option<LoaderKind>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    pub source: Option<EventSourceKind>,
+}
+
+impl Overrides {
+    pub fn apply(&self, settings: &mut Settings) {
+        settings.dry_run |= self.dry_run;
+        if let Some(kind) = self.loader {
+            settings.loader.kind = kind;
+        }
+        if let Some(kernel) = &self.kernel {
+            settings.loader.kernel = Some(kernel.clone());
+        }
+        if let Some(initrd) = &self.initrd {
+            settings.loader.initrd = Some(initrd.clone());
+        }
+        if let Some(cmdline) = &self.cmdline {
+            settings.loader.cmdline = Some(cmdline.clone());
+        }
+        if let Some(source) = self.source {
+            settings.events.source = source;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Source(#[from] uevents::SourceError),
+}
+
+/// Loads the config under `sysroot` with the overrides applied.
+pub fn settings(sysroot: &Sysroot, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    let mut settings = config::load(sysroot)?;
+    overrides.apply(&mut settings);
+    Ok(settings)
+}
+
+/// Stands in for a loader that cannot work on this host (no kernel image, no kexec binary): every load fails
+/// with the reason, so the status says why instead of the daemon refusing to start.
+pub struct UnavailableLoader {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Loader for UnavailableLoader {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn load(&self, _: LoadRequest) -> BoxFuture<Result<LoadReport, LoadError>> {
+        let message = self.reason.clone();
+        Box::pin(async move {
+            Err(LoadError {
+                message,
+                retry: false,
+            })
+        })
+    }
+}
+
+fn unavailable(name: &str, reason: String) -> Arc<dyn Loader> {
+    Arc::new(UnavailableLoader {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Builds the configured loader and the kexec_load fallback.
+pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
+    let plan = kexec::plan(&settings.loader, sysroot);
+    match &plan {
+        Ok(plan) => log_plan(plan),
+        Err(error) if settings.loader.kind == LoaderKind::Command => {
+            tracing::debug!(%error, "no kernel plan (the command loader does not need one)")
+        }
+        Err(error) => tracing::error!(%error, "cannot load a crash kernel"),
+    }
+    let kexec_binary = sysroot.path(&settings.loader.kexec_path.to_string_lossy());
+    let kexec_tools = |mode: KexecToolsMode, name: &str| -> Arc<dyn Loader> {
+        match &plan {
+            Ok(plan) if kexec_binary.exists() => Arc::new(KexecToolsLoader::new(
+                kexec_binary.clone(),
+                plan.clone(),
+                mode,
+                settings.loader.command_timeout,
+            )),
+            Ok(_) => unavailable(
+                name,
+                format!(
+                    "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
+                    settings.loader.kexec_path.display()
+                ),
+            ),
+            Err(error) => unavailable(name, error.to_string()),
+        }
+    };
+    let configured: Arc<dyn Loader> = match settings.loader.kind {
+        LoaderKind::Native => match &plan {
+            Ok(plan) => Arc::new(NativeLoader::new(plan.clone())),
+            Err(error) => unavailable("kexec_file_load", error.to_string()),
+        },
+        LoaderKind::KexecTools => kexec_tools(KexecToolsMode::FileLoad, "kexec -s -p"),
+        LoaderKind::Command => match CommandLoader::new(
+            &settings.loader.command,
+            sysroot,
+            settings.loader.command_timeout,
+        ) {
+            Ok(loader) => Arc::new(loader),
+            Err(error) => {
+                tracing::error!(%error, "cannot load a crash kernel");
+                unavailable("command", error.to_string())
+            }
+        },
+    };
+    Loaders {
+        configured,
+        kexec_load: kexec_tools(KexecToolsMode::Load, "kexec -c -p"),
+    }
+}
+
+fn log_plan(plan: &KernelPlan) {
+    tracing::info!(
+        kernel = %plan.kernel.display(),
+        kernel_from = plan.origin.kernel,
+        initrd = %plan.initrd.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
+        initrd_from = plan.origin.initrd,
+        cmdline = %plan.cmdline,
+        cmdline_from = plan.origin.cmdline,
+        "crash kernel to load"
+    );
+}
+
+/// Logs every notification (the journal and stderr show READY and each status) and passes it on.
+struct LoggingNotifier<N> {
+    inner: N,
+}
+
+impl<N: Notifier> Notifier for LoggingNotifier<N> {
+    fn notify(&self, notification: Notification) {
+        match &notification {
+            Notification::Ready { status } => tracing::info!("READY: {status}"),
+            Notification::Status(status) => tracing::info!("status: {status}"),
+            Notification::Reloading => tracing::info!("reloading configuration"),
+            Notification::Reloaded { status } => tracing::info!("configuration applied: {status}"),
+            Notification::Stopping => tracing::info!("stopping"),
+            Notification::Watchdog => {}
+        }
+        self.inner.notify(notification);
+    }
+
+    fn watchdog_interval(&self) -> Option<std::time::Duration> {
+        self.inner.watchdog_interval()
+    }
+}
+
+/// Logs what the first snapshot says the daemon would do, with the capabilities it lacks.
+fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
+    let snapshot = match reader.take() {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the host's state");
+            return;
+        }
+    };
+    let crash = &snapshot.crash;
+    let capacity = decide::capacity(&snapshot, settings);
+    if !crash.kexec_supported {
+        tracing::warn!("this kernel has no kexec crash support (/sys/kernel/kexec_crash_loaded is missing): nothing to load");
+    }
+    if snapshot.addresses_hidden {
+        tracing::error!(
+            "/proc/iomem shows every address as 0: the daemon opened it without CAP_SYS_ADMIN; no reload can be \
+             computed (start it with CAP_SYS_ADMIN, which it needs only to open /proc/iomem and /dev/kmsg)"
+        );
+    }
+    tracing::info!(
+        ranges = snapshot.ranges.len(),
+        present_cpus = %snapshot.present_cpus,
+        crash_loaded = crash.loaded,
+        crash_hotplug_memory = crash.kernel_updates_memory,
+        crash_hotplug_cpu = crash.kernel_updates_cpu,
+        reserved_bytes = crash.reserved_bytes,
+        elfcorehdr_size = crash.elfcorehdr_size,
+        capacity = capacity.ranges,
+        capacity_source = ?capacity.source,
+        "what the kernel can do"
+    );
+    if settings.dry_run {
+        tracing::info!(
+            ranges = snapshot.ranges.len(),
+            cpus = snapshot.present_cpus.len(),
+            "dry run: loads would carry these ranges; nothing will be loaded"
+        );
+    }
+}
+
+/// Runs the daemon on this host until SIGTERM/SIGINT.
+pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, ServiceError> {
+    let root = Sysroot::new(&sysroot);
+    let settings = settings(&root, &overrides)?;
+    // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
+    let mut reader = SnapshotReader::open(root.clone())?;
+    log_startup(&mut reader, &settings);
+    let loaders = loaders(&settings, &root);
+    if settings.dry_run {
+        tracing::info!(
+            loader = %loaders.configured.name(),
+            fallback = %loaders.kexec_load.name(),
+            "dry run: would load with these"
+        );
+    }
+    let watch = Watch {
+        memory: settings.events.memory,
+        cpu: settings.events.cpu,
+    };
+    let source = uevents::open(settings.events.source, &root, watch)?;
+    let kernel_log = if settings.watch_kernel_log {
+        let path = root.path("/dev/kmsg");
+        match KernelLog::open(&path) {
+            Ok(log) => Some(log),
+            Err(error) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "cannot follow the kernel log: failed in-place header updates will go unnoticed"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let notifier = LoggingNotifier {
+        inner: SdNotifier::from_env(),
+    };
+    if let Some(period) = notifier.watchdog_interval() {
+        tracing::info!(
+            watchdog_usec = period.as_micros() as u64,
+            "service manager watchdog enabled"
+        );
+    }
+    let config_root = root.clone();
+    let config_overrides = overrides.clone();
+    let config_source = Box::new(move || self::settings(&config_root, &config_overrides));
+    let (daemon, handle) = Daemon::new(
+        settings,
+        config_source,
+        reader,
+        loaders,
+        Arc::new(notifier),
+        RunOptions::default(),
+    );
+    let signals = tokio::spawn(signals::forward(handle.events.clone()));
+    let kernel_log = kernel_log.map(|log| tokio::spawn(log.follow(handle.events.clone())));
+    let report = daemon.run(source).await;
+    signals.abort();
+    if let Some(task) = kernel_log {
+        task.abort();
+    }
+    Ok(report)
+}

@@ -1,0 +1,100 @@
+//! The `/dev/kmsg` watcher on a fixture stream in the kmsg record format (`prio,seq,usec,flags;text`, with
+//! ` KEY=value` continuation lines), fed through a pipe the way `/dev/kmsg` is read: non-blocking, polled.
+
+use std::io::Write;
+use std::time::Duration;
+
+use kdump_hotplugd::daemon::Event;
+use kdump_hotplugd::edge::kernel_log::{read_all, KernelLog};
+use kdump_hotplugd::kmsg::KernelFinding;
+use tokio::sync::mpsc;
+
+const FIXTURE: &str = "tests/fixtures/kmsg/hotplug-overflow.txt";
+
+fn expected() -> Vec<KernelFinding> {
+    vec![
+        KernelFinding::BufferOverflow {
+            elfsz: Some(460640),
+            memsz: Some(459832),
+            line: "crash hp: update elfcorehdr elfsz 460640 > memsz 459832".into(),
+        },
+        KernelFinding::Skipped {
+            line: "crash hp: kexec_trylock() failed, kdump image may be inaccurate".into(),
+        },
+        KernelFinding::Failed {
+            line: "crash hp: unable to create new elfcorehdr".into(),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn findings_from_a_pipe_arrive_as_kernel_log_events() {
+    let fixture = std::fs::read(FIXTURE).unwrap();
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let log = KernelLog::from_fd(read_end).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let follower = tokio::spawn(log.follow(tx));
+    // Split mid-record: the reader must join partial lines across reads.
+    let mut writer = std::fs::File::from(write_end);
+    let (first, rest) = fixture.split_at(150);
+    writer.write_all(first).unwrap();
+    writer.flush().unwrap();
+    writer.write_all(rest).unwrap();
+    drop(writer);
+    let mut findings = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = rx.recv().await {
+            match event {
+                Event::KernelLog(finding) => findings.push(finding),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the watcher did not finish at end of stream");
+    follower.await.unwrap();
+    assert_eq!(findings, expected());
+}
+
+#[test]
+fn a_fixture_file_reads_the_same() {
+    let findings = read_all(std::fs::File::open(FIXTURE).unwrap()).unwrap();
+    assert_eq!(findings, expected());
+}
+
+/// The real `/dev/kmsg`: opened at its end, a record logged afterwards arrives and nothing older does. The
+/// record is written by the test itself (root may write to /dev/kmsg) and says it is a test.
+#[tokio::test]
+async fn dev_kmsg_delivers_only_new_records() {
+    let path = std::path::Path::new("/dev/kmsg");
+    let log = match KernelLog::open(path) {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!("SKIP: /dev/kmsg not readable here: {error}");
+            return;
+        }
+    };
+    let marker = format!(
+        "crash hp: unable to create new elfcorehdr (kdump-hotplugd test {}, not a real failure)",
+        std::process::id()
+    );
+    let (tx, mut rx) = mpsc::channel(16);
+    let follower = tokio::spawn(log.follow(tx));
+    if let Err(error) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut kmsg| kmsg.write_all(format!("<6>{marker}\n").as_bytes()))
+    {
+        eprintln!("SKIP: cannot write to /dev/kmsg: {error}");
+        follower.abort();
+        return;
+    }
+    let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the test record did not arrive");
+    follower.abort();
+    match first {
+        Some(Event::KernelLog(KernelFinding::Failed { line })) => assert_eq!(line, marker),
+        other => panic!("expected the test record first, got {other:?}"),
+    }
+}
