@@ -81,6 +81,29 @@ settle)
     echo "@@ NOT-SETTLED log-lines=$count offline=$offline"
     exit 1
     ;;
+start-daemon)
+    # The daemon as a service would run it, its log in /run/daemon.log; extra arguments are passed on.
+    shift
+    kdump-hotplugd run --kernel "$CRASH_KERNEL" --initrd "$CRASH_INITRD" --cmdline "$CRASH_CMDLINE" "$@" \
+        </dev/null >/run/daemon.log 2>&1 &
+    echo $! > /run/daemon.pid
+    ;;
+daemon-status)
+    # The daemon's last published status line (it logs every change).
+    echo "@@ STATUS $(grep -E ' (status|READY): ' /run/daemon.log | tail -n 1 | sed 's/.* \(status\|READY\): //')"
+    ;;
+slow-load)
+    # A slow loader for the storm scenario: waits $2 seconds, then loads like kexec-tools.
+    sleep "$2"
+    kexec -s -p "$CRASH_KERNEL" --initrd="$CRASH_INITRD" --append="$CRASH_CMDLINE"
+    ;;
+online-cpus)
+    # What a udev rule does for hot-added CPUs: bring each one online.
+    for cpu in /sys/devices/system/cpu/cpu[0-9]*; do
+        [ -f "$cpu/online" ] && [ "$(cat "$cpu/online")" = 0 ] && echo 1 > "$cpu/online"
+    done
+    echo "@@ CPUS $(cat /sys/devices/system/cpu/online)"
+    ;;
 dump-log)
     echo "@@ LOG-BEGIN $2"
     cat "$2" 2>/dev/null

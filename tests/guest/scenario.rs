@@ -275,3 +275,139 @@ pub fn print_figures(name: &str, who: &str, figures: &Figures) {
         figures.unloaded_seconds
     );
 }
+
+/// The daemon's published status, parsed from its last `status:` log line (`Status::summary`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonStatus {
+    pub state: String,
+    pub crash_kernel_loaded: bool,
+    pub ranges: u64,
+    pub events: u64,
+    pub coalesced: u64,
+    pub lost: u64,
+    pub reloads: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub line: String,
+}
+
+fn parse_status(line: &str) -> Option<DaemonStatus> {
+    let (state, rest) = line.split_once(": ")?;
+    let numbers: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(8)
+        .map(|s| s.parse().ok())
+        .collect::<Option<_>>()?;
+    let [ranges, events, coalesced, _malformed, lost, reloads, failed, skipped] = numbers[..]
+    else {
+        return None;
+    };
+    Some(DaemonStatus {
+        state: state.split_whitespace().next()?.to_string(),
+        crash_kernel_loaded: rest.contains("crash kernel loaded"),
+        ranges,
+        events,
+        coalesced,
+        lost,
+        reloads,
+        failed,
+        skipped,
+        line: line.to_string(),
+    })
+}
+
+pub fn daemon_status(guest: &mut Guest) -> Option<DaemonStatus> {
+    let lines = guest.run_ok("guest-tools daemon-status", guest.accel.scale(10));
+    lines
+        .iter()
+        .find_map(|l| l.split("@@ STATUS ").nth(1))
+        .and_then(parse_status)
+}
+
+/// Polls the daemon's status until `done` holds.
+pub fn wait_daemon(
+    guest: &mut Guest,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&DaemonStatus) -> bool,
+) -> DaemonStatus {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = daemon_status(guest);
+        if let Some(status) = &last {
+            if done(status) {
+                return status.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = guest.read_file("/run/daemon.log");
+    panic!(
+        "[{}] the daemon did not reach {what} within {timeout:?}; last status {last:?}; its log:\n{}",
+        guest.name,
+        log.join("\n")
+    );
+}
+
+/// Starts the daemon (`kdump-hotplugd run`, real edges: kernel uevents, kexec loader) and waits until it has
+/// loaded the crash kernel and is idle.
+pub fn start_daemon(guest: &mut Guest, arguments: &str) -> DaemonStatus {
+    let started = Instant::now();
+    guest.run_ok(
+        &format!("guest-tools start-daemon {arguments}"),
+        guest.accel.scale(10),
+    );
+    let status = wait_daemon(
+        guest,
+        "idle with a crash kernel loaded",
+        guest.accel.scale(60),
+        |s| s.state == "idle" && s.crash_kernel_loaded,
+    );
+    assert!(
+        crash_kernel_loaded(guest),
+        "[{}] the daemon says loaded, the kernel does not",
+        guest.name
+    );
+    println!(
+        "[{}] daemon up, crash kernel loaded, after {:.1}s: {}",
+        guest.name,
+        started.elapsed().as_secs_f64(),
+        status.line
+    );
+    status
+}
+
+/// Waits until the daemon has seen more events than `before` and is idle again.
+pub fn wait_daemon_idle_after(guest: &mut Guest, before: &DaemonStatus) -> DaemonStatus {
+    let events = before.events;
+    wait_daemon(guest, "idle after the burst", guest.accel.scale(60), |s| {
+        s.state == "idle" && s.events > events
+    })
+}
+
+pub fn daemon_log(guest: &mut Guest) -> Vec<String> {
+    guest.read_file("/run/daemon.log")
+}
+
+/// Hot-adds a CPU through QMP (`device_add` of the first free slot `query-hotpluggable-cpus` lists). Returns
+/// its QOM id.
+pub fn hot_add_cpu(guest: &mut Guest, id: &str) {
+    let slots = guest
+        .qmp()
+        .execute("query-hotpluggable-cpus", json!({}))
+        .unwrap_or_else(|e| panic!("[{}] {e}", guest.name));
+    let free = slots
+        .as_array()
+        .and_then(|slots| slots.iter().filter(|s| s.get("qom-path").is_none()).last())
+        .unwrap_or_else(|| panic!("[{}] no free CPU slot in {slots}", guest.name))
+        .clone();
+    let mut arguments = free["props"].clone();
+    arguments["driver"] = free["type"].clone();
+    arguments["id"] = json!(id);
+    guest
+        .qmp()
+        .execute("device_add", arguments)
+        .unwrap_or_else(|e| panic!("[{}] device_add {id}: {e}", guest.name));
+}
