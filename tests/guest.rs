@@ -38,6 +38,10 @@ fn stale_kernel_without_daemon_dump_misses_hot_added_memory() {
     assert_eq!(figures.loads, 0, "nothing reloaded the crash kernel");
     let dump = crash(&mut guest);
     let expected = kdump_hotplugd::ranges::crash_ranges(&iomem);
+    // The very check the daemon scenarios pass must fail here.
+    let check =
+        std::panic::catch_unwind(|| assert_dump_covers("6.1-without-daemon", &iomem, &dump));
+    assert!(check.is_err(), "the dump check passed without the daemon");
     let missing = guest::elf::uncovered(&expected, &dump.header.memory);
     assert_eq!(
         missing, hot_added,
@@ -157,6 +161,157 @@ fn self_updating_kernel_daemon_skips_dump_complete() {
     );
     assert_eq!(figures.loads, 0, "kexec_crash_loaded never dropped");
     assert_eq!(figures.unloaded_seconds, 0.0);
+    let dump = crash(&mut guest);
+    assert_dump_covers(&guest.name, &iomem, &dump);
+}
+
+/// CPU hot-add (`-smp 1,maxcpus=4`, QMP `device_add`, the guest onlines each CPU as a udev rule would): the
+/// daemon reloads or skips as the kernel requires, and the dump has one CPU note per CPU online at the crash.
+fn cpu_hot_add(flavour: &str) {
+    let mut options = GuestOptions::new(&format!("{flavour}-cpu-hot-add"), flavour);
+    options.smp = "1,maxcpus=4".into();
+    let mut guest = Guest::boot(&options);
+    start_watchers(&mut guest);
+    let before = start_daemon(&mut guest, "--loader native");
+    let since = guest.uptime();
+    for index in 1..4 {
+        hot_add_cpu(&mut guest, &format!("cpu{index}"));
+    }
+    let present = guest.run_ok(
+        "n=0; until [ \"$(cat /sys/devices/system/cpu/present)\" = 0-3 ]; do usleep 100000; n=$((n+1)); [ $n -gt 300 ] && exit 1; done; true",
+        guest.accel.scale(40),
+    );
+    drop(present);
+    let online = guest.run_ok("guest-tools online-cpus", guest.accel.scale(60));
+    assert!(
+        online.iter().any(|l| l.contains("@@ CPUS 0-3")),
+        "all four CPUs online: {online:?}"
+    );
+    let limit = guest.accel.scale(40).as_secs();
+    guest.run_ok(
+        &format!("guest-tools settle 3 {limit}"),
+        guest.accel.scale(50),
+    );
+    let after = wait_daemon_idle_after(&mut guest, &before);
+    let figures = figures(&mut guest, since);
+    print_figures(&guest.name, "daemon, CPU hot-add", &figures);
+    println!("[{}] daemon: {}", guest.name, after.line);
+    let log = daemon_log(&mut guest);
+    let decisions: Vec<&String> = log.iter().filter(|l| l.contains(" decided")).collect();
+    println!("[{}] daemon decisions: {decisions:?}", guest.name);
+    assert_eq!(after.failed, 0, "no failed reload: {after:?}");
+    assert!(
+        after.reloads - before.reloads + after.skipped - before.skipped >= 1,
+        "the CPU burst was decided (a reload or a skip): {after:?}"
+    );
+    assert!(
+        after.reloads - before.reloads <= 1,
+        "at most one reload for the burst: {after:?}"
+    );
+    let cpu_hotplug = guest.run_ok(
+        "echo \"@@ CPU_CRASH_HOTPLUG $(cat /sys/devices/system/cpu/crash_hotplug 2>/dev/null || echo missing)\"",
+        guest.accel.scale(10),
+    );
+    if cpu_hotplug
+        .iter()
+        .any(|l| l.contains("@@ CPU_CRASH_HOTPLUG 1"))
+    {
+        assert_eq!(
+            after.reloads, before.reloads,
+            "the kernel updates the header for CPUs: no reload"
+        );
+    }
+    let iomem = read_iomem(&mut guest);
+    let dump = crash(&mut guest);
+    assert_eq!(
+        dump.header.cpu_notes, 4,
+        "one NT_PRSTATUS note per online CPU"
+    );
+    assert!(dump.header.vmcoreinfo, "the dump has its VMCOREINFO note");
+    assert_dump_covers(&guest.name, &iomem, &dump);
+    println!(
+        "[{}] checked: {} CPU notes for 4 online CPUs; {} reloads, {} skips for the CPU burst",
+        guest.name,
+        dump.header.cpu_notes,
+        after.reloads - before.reloads,
+        after.skipped - before.skipped
+    );
+}
+
+#[test]
+#[ignore = "QEMU guest tier: make test-guest"]
+fn cpu_hot_add_stale_kernel() {
+    cpu_hot_add("6.1");
+}
+
+#[test]
+#[ignore = "QEMU guest tier: make test-guest"]
+fn cpu_hot_add_self_updating_kernel() {
+    cpu_hot_add("6.12");
+}
+
+/// A storm while the loader is slow (a command loader that waits 6 s before `kexec -s -p`): a first burst starts
+/// a reload; a second burst arrives while it is in flight. Exactly one follow-up reload must run after it, no
+/// uevent may be lost, and the dump covers both bursts.
+#[test]
+#[ignore = "QEMU guest tier: make test-guest"]
+fn storm_under_slow_loader_one_follow_up_reload() {
+    let mut guest = Guest::boot(&GuestOptions::new("6.1-storm-slow-loader", "6.1"));
+    start_watchers(&mut guest);
+    guest.run_ok(
+        "printf '[loader]\\nkind = \"command\"\\ncommand = [\"/bin/guest-tools\", \"slow-load\", \"6\"]\\n' > /etc/kdump-hotplugd/config.toml",
+        guest.accel.scale(10),
+    );
+    let before = start_daemon(&mut guest, "--loader command");
+    let since = guest.uptime();
+    guest
+        .qmp()
+        .execute(
+            "qom-set",
+            serde_json::json!({"path": "/machine/peripheral/vm0", "property": "requested-size", "value": 2 * GIB}),
+        )
+        .unwrap();
+    let accel = guest.accel;
+    let in_flight = wait_daemon(&mut guest, "reloading", accel.scale(30), |s| {
+        s.state == "reloading"
+    });
+    println!(
+        "[{}] first burst: reload in flight: {}",
+        guest.name, in_flight.line
+    );
+    let second = plug(&mut guest, 6 * GIB, 3);
+    let after = wait_daemon(
+        &mut guest,
+        "idle after the follow-up",
+        accel.scale(60),
+        |s| s.state == "idle" && s.reloads >= before.reloads + 2,
+    );
+    // Quiet again: nothing else may follow.
+    let limit = guest.accel.scale(30).as_secs();
+    guest.run_ok(
+        &format!("guest-tools settle 4 {limit}"),
+        guest.accel.scale(40),
+    );
+    let last = daemon_status(&mut guest).expect("a status line");
+    let iomem = read_iomem(&mut guest);
+    let figures = figures(&mut guest, since);
+    print_figures(&guest.name, "daemon, storm with slow loader", &figures);
+    println!("[{}] daemon: {}", guest.name, last.line);
+    assert!(second > since);
+    assert_eq!(last, after, "nothing happened after the follow-up reload");
+    assert_eq!(
+        after.reloads - before.reloads,
+        2,
+        "the reload in flight plus exactly one follow-up: {after:?}"
+    );
+    assert_eq!(after.failed, 0);
+    assert_eq!(after.lost, 0, "no uevent lost: {after:?}");
+    assert_eq!(
+        after.events - before.events,
+        figures.memory_uevents as u64,
+        "every memory uevent seen"
+    );
+    assert_eq!(bytes(&virtio_mem_ranges(&iomem)), 6 * GIB);
     let dump = crash(&mut guest);
     assert_dump_covers(&guest.name, &iomem, &dump);
 }
