@@ -20,7 +20,8 @@ done < /lib/modules/load-order
 stty -echo 2>/dev/null
 echo "@@ READY kernel=$(uname -r) cpus=$(cat /sys/devices/system/cpu/online)"
 while read -r line; do
-    eval "$line"
+    # In a subshell: an `exit` in a command must not end PID 1 (that panics the kernel).
+    (eval "$line")
     echo "@@ DONE $?"
 done
 echo "@@ CONSOLE-CLOSED"
