@@ -357,6 +357,13 @@ fn storm_under_slow_loader_one_follow_up_reload() {
     print_figures(&guest.name, "daemon, storm with slow loader", &figures);
     println!("[{}] daemon: {}", guest.name, last.line);
     assert!(second > since);
+    let history = status_history(&daemon_log(&mut guest));
+    assert!(
+        history.iter().any(|s| s.state == "reloading"
+            && s.reloads == in_flight.reloads
+            && s.events > in_flight.events),
+        "the second burst's uevents arrived while the first reload was in flight: {history:?}"
+    );
     assert_eq!(last, after, "nothing happened after the follow-up reload");
     assert_eq!(
         after.reloads - before.reloads,

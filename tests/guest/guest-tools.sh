@@ -90,7 +90,9 @@ start-daemon)
     ;;
 daemon-status)
     # The daemon's last published status line (it logs every change).
-    echo "@@ STATUS $(grep -E ' (status|READY): ' /run/daemon.log | tail -n 1 | sed 's/.* \(status\|READY\): //')"
+    # Only summary lines ("idle: 3 ranges, crash kernel loaded, …"); other status lines carry the reason.
+    echo "@@ STATUS $(grep -E ' (status|READY): [a-z]+( \(paused\))?: [0-9]+ ranges, ' /run/daemon.log | tail -n 1 \
+        | sed 's/.* \(status\|READY\): //')"
     ;;
 slow-load)
     # A slow loader for the storm scenario: waits $2 seconds, then loads like kexec-tools.

@@ -230,7 +230,7 @@ pub fn figures(guest: &mut Guest, since: f64) -> Figures {
         .iter()
         .take_while(|(t, _)| *t < since)
         .last()
-        .map_or(false, |(_, v)| *v);
+        .is_some_and(|(_, v)| *v);
     let mut state_since = since;
     let (mut unloaded, mut loads, mut last_load) = (0.0, 0, None);
     for &(time, value) in loaded.iter().filter(|(t, _)| *t >= since) {
@@ -291,7 +291,7 @@ pub struct DaemonStatus {
     pub line: String,
 }
 
-fn parse_status(line: &str) -> Option<DaemonStatus> {
+pub fn parse_status(line: &str) -> Option<DaemonStatus> {
     let (state, rest) = line.split_once(": ")?;
     let numbers: Vec<u64> = rest
         .split(|c: char| !c.is_ascii_digit())
@@ -391,6 +391,14 @@ pub fn daemon_log(guest: &mut Guest) -> Vec<String> {
     guest.read_file("/run/daemon.log")
 }
 
+/// Every status the daemon published, in order.
+pub fn status_history(log: &[String]) -> Vec<DaemonStatus> {
+    log.iter()
+        .filter_map(|l| l.split_once(" status: ").map(|(_, status)| status))
+        .filter_map(parse_status)
+        .collect()
+}
+
 /// Hot-adds a CPU through QMP (`device_add` of the first free slot `query-hotpluggable-cpus` lists). Returns
 /// its QOM id.
 pub fn hot_add_cpu(guest: &mut Guest, id: &str) {
@@ -400,7 +408,7 @@ pub fn hot_add_cpu(guest: &mut Guest, id: &str) {
         .unwrap_or_else(|e| panic!("[{}] {e}", guest.name));
     let free = slots
         .as_array()
-        .and_then(|slots| slots.iter().filter(|s| s.get("qom-path").is_none()).last())
+        .and_then(|slots| slots.iter().rfind(|s| s.get("qom-path").is_none()))
         .unwrap_or_else(|| panic!("[{}] no free CPU slot in {slots}", guest.name))
         .clone();
     let mut arguments = free["props"].clone();
