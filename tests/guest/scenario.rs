@@ -163,26 +163,39 @@ pub fn crash(guest: &mut Guest) -> Dump {
     }
 }
 
-/// The dump must hold exactly the ranges the kernel computes from the first kernel's `/proc/iomem`.
-pub fn assert_dump_covers(guest_name: &str, iomem: &[Resource], dump: &Dump) {
+/// Why the dump does not hold exactly the ranges the kernel computes from the first kernel's `/proc/iomem`.
+pub fn dump_coverage_problem(iomem: &[Resource], dump: &Dump) -> Option<String> {
     let expected = crash_ranges(iomem);
     let missing = elf::uncovered(&expected, &dump.header.memory);
-    assert!(
-        missing.is_empty(),
-        "[{guest_name}] the dump misses {} of System RAM: {missing:?}\n expected {expected:?}\n dump has {:?}",
-        bytes(&missing),
-        dump.header.memory
-    );
-    assert_eq!(
-        dump.header.memory, expected,
-        "[{guest_name}] the dump's PT_LOAD list differs from the System RAM ranges of /proc/iomem"
-    );
-    assert!(
-        dump.vmcore_bytes >= bytes(&expected),
-        "[{guest_name}] /proc/vmcore holds {} bytes, less than the {} bytes of System RAM",
-        dump.vmcore_bytes,
-        bytes(&expected)
-    );
+    if !missing.is_empty() {
+        return Some(format!(
+            "the dump misses {} bytes of System RAM: {missing:?}\n expected {expected:?}\n dump has {:?}",
+            bytes(&missing),
+            dump.header.memory
+        ));
+    }
+    if dump.header.memory != expected {
+        return Some(format!(
+            "the dump's PT_LOAD list {:?} differs from the System RAM ranges of /proc/iomem {expected:?}",
+            dump.header.memory
+        ));
+    }
+    if dump.vmcore_bytes < bytes(&expected) {
+        return Some(format!(
+            "/proc/vmcore holds {} bytes, less than the {} bytes of System RAM",
+            dump.vmcore_bytes,
+            bytes(&expected)
+        ));
+    }
+    None
+}
+
+/// The dump must hold exactly the ranges the kernel computes from the first kernel's `/proc/iomem`.
+pub fn assert_dump_covers(guest_name: &str, iomem: &[Resource], dump: &Dump) {
+    if let Some(problem) = dump_coverage_problem(iomem, dump) {
+        panic!("[{guest_name}] {problem}");
+    }
+    let expected = crash_ranges(iomem);
     println!(
         "[{guest_name}] checked: the dump's {} PT_LOAD ranges equal the {} System RAM ranges of the first kernel ({:.2} GiB)",
         dump.header.memory.len(),

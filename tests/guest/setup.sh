@@ -3,7 +3,8 @@
 #
 #   setup.sh host                      install the host packages the guests need (apt-get, as root)
 #   setup.sh kernel FLAVOUR            fetch and unpack a Debian kernel (6.1 or 6.12) into the cache, with its
-#                                      virtio modules decompressed; prints the kernel's directory
+#                                      virtio modules decompressed, or build the small-buffer kernel (custom)
+#                                      from Debian's linux-source-6.12; prints the kernel's directory
 #   setup.sh initramfs FLAVOUR DAEMON OUT
 #                                      build OUT/crash.cpio (busybox, /init, kexec, modules, the daemon) and
 #                                      OUT/boot.cpio (crash.cpio + the kernel and crash.cpio itself under /boot)
@@ -41,8 +42,48 @@ kernel_package() {
     esac
 }
 
+# The small-buffer kernel: Debian's linux-source-6.12, `make tinyconfig` plus custom-kernel.config (a
+# uniprocessor kernel whose crash header holds CRASH_MAX_MEMORY_RANGES ranges). Built once, cached.
+build_custom_kernel() {
+    local dir="$CACHE/kernel-custom" src="$CACHE/src"
+    if [ -f "$dir/ready" ] && cmp -s "$HERE/custom-kernel.config" "$dir/custom-kernel.config"; then
+        echo "$dir"; return
+    fi
+    apt_install_missing build-essential bc bison flex libelf-dev libssl-dev
+    mkdir -p "$src" && chmod 0777 "$src"
+    if [ ! -f "$src/linux-source-6.12/Makefile" ]; then
+        log "fetching linux-source-6.12"
+        rm -rf "$src"/linux-source-6.12*
+        (cd "$src" && apt-get download -q linux-source-6.12 >&2)
+        dpkg-deb --fsys-tarfile "$src"/linux-source-6.12_*.deb \
+            | tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ -C "$src"
+        rm -f "$src"/linux-source-6.12_*.deb
+    fi
+    local tree="$src/linux-source-6.12" build="$src/build-custom"
+    mkdir -p "$build"
+    make -s -C "$tree" O="$build" tinyconfig >&2
+    "$tree/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "$HERE/custom-kernel.config" >&2
+    make -s -C "$tree" O="$build" olddefconfig >&2
+    # Kconfig drops options whose dependencies are missing without a word: check that each one landed.
+    local missing
+    missing=$(grep -E '^CONFIG_' "$HERE/custom-kernel.config" | while read -r option; do
+        grep -qx "$option" "$build/.config" || echo "$option"; done)
+    [ -z "$missing" ] || { log "options not set in the custom kernel: $missing"; exit 1; }
+    log "building the custom kernel ($(nproc) jobs; a few minutes, once)"
+    make -s -C "$tree" O="$build" -j"$(nproc)" bzImage >&2
+    rm -rf "$dir" && mkdir -p "$dir/modules"
+    : > "$dir/modules/load-order"
+    cp "$build/arch/x86/boot/bzImage" "$dir/vmlinuz"
+    cp "$build/.config" "$dir/config"
+    cp "$HERE/custom-kernel.config" "$dir/custom-kernel.config"
+    make -s -C "$tree" O="$build" kernelrelease > "$dir/version"
+    touch "$dir/ready"
+    echo "$dir"
+}
+
 fetch_kernel() {
     local flavour=$1 dir="$CACHE/kernel-$1"
+    if [ "$flavour" = custom ]; then build_custom_kernel; return; fi
     if [ -f "$dir/ready" ]; then echo "$dir"; return; fi
     local package
     package=$(kernel_package "$flavour")
