@@ -393,3 +393,79 @@ fn storm_under_slow_loader_one_follow_up_reload() {
     let dump = crash(&mut guest);
     assert_dump_covers(&guest.name, &iomem, &dump);
 }
+
+/// The seed's case, on a kernel built for it (tests/guest/custom-kernel.config: Debian's linux-source-6.12,
+/// uniprocessor, CONFIG_CRASH_MAX_MEMORY_RANGES=4): the kernel's own header buffer holds 4 memory ranges; boot
+/// memory is 2 and each hot-added DIMM is one more. The kernel updates the header in place until it no longer
+/// fits, then logs `crash hp: update elfcorehdr elfsz N > memsz M`, keeps the old header and still reads
+/// crash_hotplug=1. The daemon must notice (its range count against the buffer, or the kernel log), reload
+/// through kexec_load (`kexec -c -p`, which sizes the header itself), and the dump must cover every DIMM.
+#[test]
+#[ignore = "QEMU guest tier: make test-guest (builds a small kernel once)"]
+fn small_kernel_buffer_overflow_daemon_reloads_with_kexec_load() {
+    let mut options = GuestOptions::new("custom-buffer-overflow", "custom");
+    options.virtio_mem_bytes = 0;
+    let mut guest = Guest::boot(&options);
+    start_watchers(&mut guest);
+    let before = start_daemon(&mut guest, "--loader native");
+    let hotplug = guest.run_ok(
+        "echo \"@@ CRASH_HOTPLUG $(cat /sys/devices/system/memory/crash_hotplug) $(cat /sys/kernel/crash_elfcorehdr_size)\"",
+        guest.accel.scale(10),
+    );
+    println!("[{}] kernel: {hotplug:?}", guest.name);
+    assert!(
+        hotplug.iter().any(|l| l.contains("@@ CRASH_HOTPLUG 1")),
+        "the small kernel updates its header itself: {hotplug:?}"
+    );
+    let since = guest.uptime();
+    for index in 0..4 {
+        hot_add_dimm(&mut guest, index);
+    }
+    let limit = guest.accel.scale(60).as_secs();
+    guest.run_ok(
+        &format!("guest-tools settle 3 {limit}"),
+        guest.accel.scale(70),
+    );
+    let after = wait_daemon_idle_after(&mut guest, &before);
+    let iomem = read_iomem(&mut guest);
+    let dimms = iomem
+        .iter()
+        .filter(|r| r.name == "System RAM" && r.start >= 1 << 32)
+        .count();
+    let figures = figures(&mut guest, since);
+    print_figures(&guest.name, "daemon, kernel buffer overflow", &figures);
+    println!("[{}] daemon: {}", guest.name, after.line);
+    let overflow = guest.run_ok(
+        "dmesg | grep 'crash hp: update elfcorehdr elfsz' || true",
+        guest.accel.scale(10),
+    );
+    println!("[{}] kernel log: {overflow:?}", guest.name);
+    assert!(
+        overflow
+            .iter()
+            .any(|l| l.contains("crash hp: update elfcorehdr elfsz")),
+        "the kernel logged its overflow"
+    );
+    let log = daemon_log(&mut guest);
+    let decisions: Vec<&String> = log.iter().filter(|l| l.contains(" decided")).collect();
+    println!("[{}] daemon decisions: {decisions:#?}", guest.name);
+    assert!(
+        log.iter().any(|l| l.contains("kernel buffer too small")),
+        "the daemon reports the kernel buffer too small; its log:\n{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("crash kernel reloaded") && l.contains("-c -p")),
+        "the daemon reloaded through kexec_load (kexec -c -p); its log:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(after.failed, 0, "no failed reload: {after:?}");
+    let dump = crash(&mut guest);
+    assert_dump_covers(&guest.name, &iomem, &dump);
+    println!(
+        "[{}] checked: {dimms} DIMMs hot-added, {} ranges > the buffer's 4, overflow logged by the kernel, reloaded by the daemon through kexec -c -p, dump covers every DIMM",
+        guest.name,
+        dump.header.memory.len()
+    );
+}

@@ -432,3 +432,23 @@ pub fn hot_add_cpu(guest: &mut Guest, id: &str) {
         .execute("device_add", arguments)
         .unwrap_or_else(|e| panic!("[{}] device_add {id}: {e}", guest.name));
 }
+
+/// Hot-adds a 128 MiB DIMM (`object-add` of a RAM backend, `device_add` of a `pc-dimm`): ACPI memory hotplug,
+/// one System RAM resource per DIMM.
+pub fn hot_add_dimm(guest: &mut Guest, index: usize) {
+    let backend = format!("dimm-mem{index}");
+    guest
+        .qmp()
+        .execute(
+            "object-add",
+            json!({"qom-type": "memory-backend-ram", "id": backend, "size": 128u64 << 20}),
+        )
+        .unwrap_or_else(|e| panic!("[{}] {e}", guest.name));
+    guest
+        .qmp()
+        .execute(
+            "device_add",
+            json!({"driver": "pc-dimm", "id": format!("dimm{index}"), "memdev": backend}),
+        )
+        .unwrap_or_else(|e| panic!("[{}] {e}", guest.name));
+}

@@ -148,6 +148,8 @@ build_initramfs() {
         [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
     done
     copy_with_libraries "$root" /sbin/kexec /sbin/kexec
+    # Where the daemon's kexec-tools loader looks for it by default (loader.kexec_path).
+    ln -s /sbin/kexec "$root/usr/sbin/kexec"
     copy_with_libraries "$root" "$daemon" /usr/sbin/kdump-hotplugd
     strip --strip-debug "$root/usr/sbin/kdump-hotplugd"
     cp "$kernel_dir"/modules/* "$root/lib/modules/"
