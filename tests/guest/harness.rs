@@ -167,7 +167,10 @@ fn probe_kvm_uncached() -> (Accel, String) {
                 ),
             )
         }
-        Err(error) => (Accel::Tcg, format!("KVM probe failed: {error}")),
+        Err(error) => (
+            Accel::Tcg,
+            format!("a probe guest under KVM did not boot within 40s: {error}"),
+        ),
     }
 }
 
@@ -181,6 +184,8 @@ pub struct GuestOptions {
     /// Boot memory, and the virtio-mem device's backend size (0: no device).
     pub boot_memory: &'static str,
     pub virtio_mem_bytes: u64,
+    /// Memory hotplug slots (`-m …,slots=`): one per `pc-dimm`.
+    pub slots: u32,
     pub extra_cmdline: String,
 }
 
@@ -192,6 +197,7 @@ impl GuestOptions {
             smp: "1".into(),
             boot_memory: "2G",
             virtio_mem_bytes: 8 * GIB,
+            slots: 4,
             extra_cmdline: String::new(),
         }
     }
@@ -246,7 +252,10 @@ impl Guest {
         let mut command = Command::new("qemu-system-x86_64");
         command
             .args(accel.qemu_args())
-            .args(["-m", &format!("{},maxmem=16G,slots=4", options.boot_memory)])
+            .args([
+                "-m",
+                &format!("{},maxmem=16G,slots={}", options.boot_memory, options.slots),
+            ])
             .args(["-smp", &options.smp]);
         if options.virtio_mem_bytes > 0 {
             command

@@ -204,6 +204,30 @@ pub fn assert_dump_covers(guest_name: &str, iomem: &[Resource], dump: &Dump) {
     );
 }
 
+/// For a header kexec-tools built (`kexec -c -p`, kexec_load): it must cover every System RAM range, but its
+/// list is not the kernel's: it also describes low memory below 1 MiB (copied to its backup region), which
+/// the kernel's own header leaves out. Anything else extra fails.
+pub fn assert_dump_covers_userspace_header(guest_name: &str, iomem: &[Resource], dump: &Dump) {
+    let expected = crash_ranges(iomem);
+    let missing = elf::uncovered(&expected, &dump.header.memory);
+    assert!(
+        missing.is_empty(),
+        "[{guest_name}] the dump misses {} bytes of System RAM: {missing:?}",
+        bytes(&missing)
+    );
+    let extra = elf::uncovered(&dump.header.memory, &expected);
+    assert!(
+        extra.iter().all(|r| r.end < 1 << 20),
+        "[{guest_name}] the dump has memory that is not System RAM above 1 MiB: {extra:?}"
+    );
+    println!(
+        "[{guest_name}] checked: the dump's {} PT_LOAD ranges cover all {} System RAM ranges of the first kernel ({:.2} GiB); extra below 1 MiB: {extra:?}",
+        dump.header.memory.len(),
+        expected.len(),
+        bytes(&expected) as f64 / GIB as f64
+    );
+}
+
 pub fn bytes(ranges: &[MemRange]) -> u64 {
     ranges.iter().map(MemRange::size).sum()
 }
