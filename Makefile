@@ -21,6 +21,7 @@ SBINDIR       ?= $(PREFIX)/sbin
 UNITDIR       ?= $(PREFIX)/lib/systemd/system
 PRESETDIR     ?= $(PREFIX)/lib/systemd/system-preset
 DBUSPOLICYDIR ?= $(PREFIX)/share/dbus-1/system.d
+DBUSIFACEDIR  ?= $(PREFIX)/share/dbus-1/interfaces
 MANDIR        ?= $(PREFIX)/share/man
 DOCDIR        ?= $(PREFIX)/share/doc/kdump-hotplugd
 CONFDIR       := $(SYSCONFDIR)/kdump-hotplugd
@@ -60,6 +61,7 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/kdump-hotplugd.service
 	$(INSTALL) -Dm0644 systemd/50-kdump-hotplugd.preset $(DESTDIR)$(PRESETDIR)/50-kdump-hotplugd.preset
 	$(INSTALL) -Dm0644 packaging/dbus/org.kdump.Hotplug1.conf $(DESTDIR)$(DBUSPOLICYDIR)/org.kdump.Hotplug1.conf
+	$(INSTALL) -Dm0644 packaging/dbus/org.kdump.Hotplug1.xml $(DESTDIR)$(DBUSIFACEDIR)/org.kdump.Hotplug1.xml
 	$(INSTALL) -Dm0644 packaging/man/kdump-hotplugd.8 $(DESTDIR)$(MANDIR)/man8/kdump-hotplugd.8
 	$(INSTALL) -Dm0644 packaging/man/kdump-hotplugd.toml.5 $(DESTDIR)$(MANDIR)/man5/kdump-hotplugd.toml.5
 	$(INSTALL) -dm0755 $(DESTDIR)$(CONFDIR)/config.d
@@ -90,6 +92,7 @@ uninstall:
 		$(DESTDIR)$(UNITDIR)/kdump-hotplugd.service \
 		$(DESTDIR)$(PRESETDIR)/50-kdump-hotplugd.preset \
 		$(DESTDIR)$(DBUSPOLICYDIR)/org.kdump.Hotplug1.conf \
+		$(DESTDIR)$(DBUSIFACEDIR)/org.kdump.Hotplug1.xml \
 		$(DESTDIR)$(MANDIR)/man8/kdump-hotplugd.8 \
 		$(DESTDIR)$(MANDIR)/man5/kdump-hotplugd.toml.5
 	rm -rf $(DESTDIR)$(DOCDIR)

@@ -234,23 +234,32 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// Why: the reasons of a reload (with the loader when it is not the configured one), without the verdict.
+    pub fn why(&self) -> String {
+        match self {
+            Decision::Skip { reason } => reason.to_string(),
+            Decision::Reload { reasons, loader } => {
+                let mut text = reasons
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if *loader == LoaderChoice::KexecLoad {
+                    text.push_str(" (via kexec_load: the header is built in userspace)");
+                }
+                text
+            }
+            Decision::CannotReload { reason } => reason.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Decision::Skip { reason } => write!(f, "skip: {reason}"),
-            Decision::Reload { reasons, loader } => {
-                f.write_str("reload: ")?;
-                for (i, reason) in reasons.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "{reason}")?;
-                }
-                if *loader == LoaderChoice::KexecLoad {
-                    f.write_str(" (via kexec_load: the header is built in userspace)")?;
-                }
-                Ok(())
-            }
+            Decision::Reload { .. } => write!(f, "reload: {}", self.why()),
             Decision::CannotReload { reason } => write!(f, "cannot reload: {reason}"),
         }
     }

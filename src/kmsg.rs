@@ -7,8 +7,19 @@ use serde::Serialize;
 /// One `/dev/kmsg` record: `prio,seq,usec,flags[,…];text` (Documentation/ABI/testing/dev-kmsg).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KmsgRecord<'a> {
+    /// syslog facility (`prio >> 3`): 0 only for the kernel's own messages. Userspace writing to /dev/kmsg
+    /// gets LOG_USER or the facility it asks for, never 0 (kernel/printk/printk.c, `devkmsg_write`).
+    pub facility: u32,
     pub sequence: u64,
     pub text: &'a str,
+}
+
+impl KmsgRecord<'_> {
+    /// Logged by the kernel itself, not written into /dev/kmsg by a process (journald's ForwardToKMsg=,
+    /// early-boot services, this daemon's own log lines quoting a kernel message).
+    pub fn from_kernel(&self) -> bool {
+        self.facility == 0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,14 +30,21 @@ pub struct MalformedRecord(pub &'static str);
 pub fn parse_record(record: &str) -> Result<KmsgRecord<'_>, MalformedRecord> {
     let (prefix, rest) = record.split_once(';').ok_or(MalformedRecord("no ';'"))?;
     let mut fields = prefix.split(',');
-    let _priority = fields.next().ok_or(MalformedRecord("no priority"))?;
+    let priority: u32 = fields
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or(MalformedRecord("no priority"))?;
     let sequence = fields
         .next()
         .and_then(|s| s.parse().ok())
         .ok_or(MalformedRecord("no sequence number"))?;
     // Continuation lines (" KEY=value") carry device metadata, not message text.
     let text = rest.split('\n').next().unwrap_or("");
-    Ok(KmsgRecord { sequence, text })
+    Ok(KmsgRecord {
+        facility: priority >> 3,
+        sequence,
+        text,
+    })
 }
 
 /// What a kernel log line says about the crash header.
@@ -154,10 +172,23 @@ mod tests {
     }
 
     #[test]
+    fn kernel_records_are_told_from_userspace_ones() {
+        assert!(parse_record("3,1,2,-;crash hp: x\n").unwrap().from_kernel());
+        // "<3>" written by a process: LOG_USER (1 << 3 | 3).
+        assert!(!parse_record("11,1,2,-;crash hp: x\n")
+            .unwrap()
+            .from_kernel());
+        assert!(!parse_record("30,1,2,-;crash hp: x\n")
+            .unwrap()
+            .from_kernel());
+    }
+
+    #[test]
     fn malformed_records_are_errors() {
         assert!(parse_record("no separator").is_err());
         assert!(parse_record("6;text").is_err());
         assert!(parse_record("6,x,1,-;text").is_err());
+        assert!(parse_record("x,1,1,-;text").is_err());
     }
 
     proptest! {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dbus;
 pub mod debounce;
 pub mod decide;
 pub mod edge;

@@ -8,10 +8,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use kdump_hotplugd::config::{self, Settings};
+use kdump_hotplugd::daemon::Event;
+use kdump_hotplugd::dbus::{self, BusAddress};
 use kdump_hotplugd::decide::{self, LoadedHeader, Triggers};
+use kdump_hotplugd::edge::signals;
 use kdump_hotplugd::edge::sim::Scenario;
 use kdump_hotplugd::service;
-use kdump_hotplugd::simulate::{Simulation, SimulationOutcome};
+use kdump_hotplugd::simulate::{Simulation, SimulationOptions, SimulationOutcome};
 use kdump_hotplugd::snapshot::SnapshotReader;
 use kdump_hotplugd::sysroot::Sysroot;
 
@@ -46,6 +49,16 @@ enum Command {
         /// Print the final report as JSON (simulations).
         #[arg(long)]
         json: bool,
+        /// Serve org.kdump.Hotplug1 on this bus: `system`, `none`, or a D-Bus address such as
+        /// unix:path=/run/test/bus. Simulations default to none.
+        #[arg(long, value_name = "ADDRESS")]
+        bus: Option<String>,
+        /// Simulations: keep running after the scenario until SIGTERM/SIGINT, so D-Bus clients can query.
+        #[arg(long)]
+        keep_running: bool,
+        /// Simulations: play the scenario only on SIGUSR1, so D-Bus clients can subscribe to signals first.
+        #[arg(long)]
+        hold_scenario: bool,
         /// Loader, overriding loader.kind: native (kexec_file_load), kexec-tools (kexec -s -p) or command.
         #[arg(long, value_name = "KIND")]
         loader: Option<LoaderArg>,
@@ -61,6 +74,30 @@ enum Command {
         /// Uevent source, overriding events.source: auto, udev or kernel.
         #[arg(long, value_name = "SOURCE")]
         events: Option<SourceArg>,
+        /// kexec-tools binary (absolute, under --sysroot), overriding loader.kexec_path.
+        #[arg(long, value_name = "PATH")]
+        kexec: Option<PathBuf>,
+    },
+    /// Print the running daemon's state, read from D-Bus (org.kdump.Hotplug1).
+    Status {
+        /// Print every field of GetStatus() as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The bus to read from: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
+    },
+    /// Ask the running daemon to reload the crash kernel now and print the outcome (root only).
+    Reload {
+        /// The bus the daemon serves on: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
+    },
+    /// Ask the running daemon to read its configuration again (root only).
+    ReloadConfig {
+        /// The bus the daemon serves on: `system` (default) or a D-Bus address.
+        #[arg(long, value_name = "ADDRESS", default_value = "system")]
+        address: String,
     },
     /// Print the crash memory ranges, CPUs and crash state of the host, and the decision for them.
     Ranges {
@@ -127,11 +164,15 @@ fn main() -> ExitCode {
             list_scenarios,
             dry_run,
             json,
+            bus,
+            keep_running,
+            hold_scenario,
             loader,
             kernel,
             initrd,
             cmdline,
             events,
+            kexec,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -146,7 +187,14 @@ fn main() -> ExitCode {
             }
             init_logging("info");
             match simulate {
-                Some(name) => run_simulation(&sysroot, &name, dry_run, json),
+                Some(name) => {
+                    let serving = Serving {
+                        bus: bus.as_deref().map_or(BusAddress::None, BusAddress::parse),
+                        keep_running,
+                        hold_scenario,
+                    };
+                    run_simulation(&sysroot, &name, dry_run, json, serving)
+                }
                 None => {
                     let overrides = service::Overrides {
                         dry_run,
@@ -163,8 +211,11 @@ fn main() -> ExitCode {
                             SourceArg::Udev => config::EventSourceKind::Udev,
                             SourceArg::Kernel => config::EventSourceKind::Kernel,
                         }),
+                        kexec_path: kexec,
                     };
-                    match runtime().block_on(service::run(sysroot, overrides)) {
+                    // A real daemon serves the system bus unless told otherwise; it runs on without one.
+                    let bus = bus.as_deref().map_or(BusAddress::System, BusAddress::parse);
+                    match runtime().block_on(service::run(sysroot, overrides, bus)) {
                         Ok(_) => ExitCode::SUCCESS,
                         Err(error) => {
                             log_error_chain(&error);
@@ -174,6 +225,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { json, address } => {
+            client(&address, |c| async move { c.status(json).await })
+        }
+        Command::Reload { address } => client(&address, |c| async move {
+            c.reload().await.map(|outcome| format!("{outcome}\n"))
+        }),
+        Command::ReloadConfig { address } => client(&address, |c| async move {
+            c.reload_config().await.map(|()| String::new())
+        }),
         Command::Ranges { sysroot, json } => ranges(sysroot, json),
         Command::CheckConfig { sysroot } => check_config(sysroot),
     }
@@ -190,7 +250,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-fn run_simulation(sysroot: &std::path::Path, name: &str, dry_run: bool, json: bool) -> ExitCode {
+/// How a simulated daemon shows itself on D-Bus.
+struct Serving {
+    bus: BusAddress,
+    keep_running: bool,
+    hold_scenario: bool,
+}
+
+fn run_simulation(
+    sysroot: &std::path::Path,
+    name: &str,
+    dry_run: bool,
+    json: bool,
+    serving: Serving,
+) -> ExitCode {
     let Some(scenario) = Scenario::named(name) else {
         let names: Vec<_> = Scenario::all().iter().map(|s| s.name).collect();
         eprintln!("unknown scenario {name:?}; known: {}", names.join(", "));
@@ -209,17 +282,42 @@ fn run_simulation(sysroot: &std::path::Path, name: &str, dry_run: bool, json: bo
     let config_source = Box::new(move || load_settings(&config_root));
     eprintln!("simulating {}: {}", scenario.name, scenario.description);
     let outcome = runtime().block_on(async {
-        let simulation = match Simulation::new(scenario, settings, config_source) {
+        let options = SimulationOptions {
+            keep_running: serving.keep_running,
+        };
+        let simulation = match Simulation::with_options(scenario, settings, config_source, options)
+        {
             Ok(simulation) => simulation,
             Err(error) => {
                 log_error_chain(&error);
                 return None;
             }
         };
-        let live = tokio::spawn(live_summary(simulation.handle().status));
-        let outcome = simulation.run().await;
+        let handle = simulation.handle();
+        let start = match scenario_start(serving.hold_scenario) {
+            Ok(start) => start,
+            Err(error) => {
+                log_error_chain(&error);
+                return None;
+            }
+        };
+        tokio::spawn(signals::forward(handle.events.clone()));
+        let live = tokio::spawn(live_summary(handle.status.clone()));
+        // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
+        let daemon = tokio::spawn(simulation.run_after(start));
+        let connection = match dbus::serve(handle.clone(), serving.bus).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                log_error_chain(&error);
+                let _ = handle.events.send(Event::Shutdown).await;
+                let _ = daemon.await;
+                return None;
+            }
+        };
+        let outcome = daemon.await.ok();
+        drop(connection);
         live.abort();
-        Some(outcome)
+        outcome
     });
     let Some(outcome) = outcome else {
         return ExitCode::FAILURE;
@@ -258,6 +356,45 @@ async fn live_summary(mut status: tokio::sync::watch::Receiver<kdump_hotplugd::d
             last = line;
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+/// When the scenario plays: at once, or on SIGUSR1 (the handler is installed now, before anyone can send it).
+fn scenario_start(hold: bool) -> std::io::Result<kdump_hotplugd::edge::BoxFuture<()>> {
+    if !hold {
+        return Ok(Box::pin(async {}));
+    }
+    let mut user1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    tracing::info!("holding the scenario until SIGUSR1");
+    Ok(Box::pin(async move {
+        user1.recv().await;
+        tracing::info!("SIGUSR1: playing the scenario");
+    }))
+}
+
+/// Runs one D-Bus client request against the daemon and prints what it returns.
+fn client<F, Fut>(address: &str, request: F) -> ExitCode
+where
+    F: FnOnce(dbus::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<String, dbus::StatusError>>,
+{
+    let bus = match BusAddress::parse(address) {
+        BusAddress::None => BusAddress::System,
+        bus => bus,
+    };
+    let result = runtime().block_on(async {
+        let client = dbus::Client::connect(&bus).await?;
+        request(client).await
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("kdump-hotplugd: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
 use crate::daemon::{Daemon, Loaders, Report, RunOptions};
+use crate::dbus::{self, BusAddress};
 use crate::decide;
 use crate::edge::command::CommandLoader;
 use crate::edge::kernel_log::KernelLog;
@@ -28,6 +29,7 @@ pub struct Overrides {
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub source: Option<EventSourceKind>,
+    pub kexec_path: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -48,6 +50,9 @@ impl Overrides {
         if let Some(source) = self.source {
             settings.events.source = source;
         }
+        if let Some(path) = &self.kexec_path {
+            settings.loader.kexec_path = path.clone();
+        }
     }
 }
 
@@ -59,6 +64,8 @@ pub enum ServiceError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Source(#[from] uevents::SourceError),
+    #[error("the owner loop ended abnormally: {0}")]
+    OwnerLoop(String),
 }
 
 /// Loads the config under `sysroot` with the overrides applied.
@@ -108,23 +115,23 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
         }
         Err(error) => tracing::error!(%error, "cannot load a crash kernel"),
     }
-    let kexec_binary = sysroot.path(&settings.loader.kexec_path.to_string_lossy());
+    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
     let kexec_tools = |mode: KexecToolsMode, name: &str| -> Arc<dyn Loader> {
-        match &plan {
-            Ok(plan) if kexec_binary.exists() => Arc::new(KexecToolsLoader::new(
+        match (&plan, &kexec_binary) {
+            (Ok(plan), Some(kexec_binary)) => Arc::new(KexecToolsLoader::new(
                 kexec_binary.clone(),
                 plan.clone(),
                 mode,
                 settings.loader.command_timeout,
             )),
-            Ok(_) => unavailable(
+            (Ok(_), None) => unavailable(
                 name,
                 format!(
                     "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
                     settings.loader.kexec_path.display()
                 ),
             ),
-            Err(error) => unavailable(name, error.to_string()),
+            (Err(error), _) => unavailable(name, error.to_string()),
         }
     };
     let configured: Arc<dyn Loader> = match settings.loader.kind {
@@ -149,6 +156,31 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
         configured,
         kexec_load: kexec_tools(KexecToolsMode::Load, "kexec -c -p"),
     }
+}
+
+/// Where kexec-tools installs `kexec` across distributions (Debian 12: /sbin; Fedora: /usr/sbin; a minimal
+/// initramfs: wherever it was copied).
+pub const KEXEC_LOCATIONS: &[&str] = &[
+    "/usr/sbin/kexec",
+    "/sbin/kexec",
+    "/usr/bin/kexec",
+    "/bin/kexec",
+];
+
+/// The kexec binary (host path): the configured one; at the default setting, the first that exists of
+/// [`KEXEC_LOCATIONS`]. A path set explicitly is never second-guessed.
+pub fn find_kexec(configured: &std::path::Path, sysroot: &Sysroot) -> Option<PathBuf> {
+    let path = sysroot.path(&configured.to_string_lossy());
+    if path.exists() {
+        return Some(path);
+    }
+    if configured != config::LoaderSettings::default().kexec_path {
+        return None;
+    }
+    KEXEC_LOCATIONS
+        .iter()
+        .find(|candidate| sysroot.exists(candidate))
+        .map(|candidate| sysroot.path(candidate))
 }
 
 fn log_plan(plan: &KernelPlan) {
@@ -203,7 +235,7 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
     if snapshot.addresses_hidden {
         tracing::error!(
             "/proc/iomem shows every address as 0: the daemon opened it without CAP_SYS_ADMIN; no reload can be \
-             computed (start it with CAP_SYS_ADMIN, which it needs only to open /proc/iomem and /dev/kmsg)"
+             computed (start it with CAP_SYS_ADMIN, which it needs only to open /proc/iomem)"
         );
     }
     tracing::info!(
@@ -228,7 +260,11 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
 }
 
 /// Runs the daemon on this host until SIGTERM/SIGINT.
-pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, ServiceError> {
+pub async fn run(
+    sysroot: PathBuf,
+    overrides: Overrides,
+    bus: BusAddress,
+) -> Result<Report, ServiceError> {
     let root = Sysroot::new(&sysroot);
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
@@ -283,12 +319,182 @@ pub async fn run(sysroot: PathBuf, overrides: Overrides) -> Result<Report, Servi
         Arc::new(notifier),
         RunOptions::default(),
     );
+    let loader_root = root.clone();
+    let daemon = daemon.with_loader_factory(Box::new(move |settings| {
+        self::loaders(settings, &loader_root)
+    }));
     let signals = tokio::spawn(signals::forward(handle.events.clone()));
     let kernel_log = kernel_log.map(|log| tokio::spawn(log.follow(handle.events.clone())));
-    let report = daemon.run(source).await;
+    // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
+    let running = tokio::spawn(daemon.run(source));
+    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job.
+    let connection = match dbus::serve(handle.clone(), bus).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::warn!("D-Bus not served, running without it: {error}");
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                tracing::warn!("  caused by: {inner}");
+                cause = inner.source();
+            }
+            None
+        }
+    };
+    let report = running
+        .await
+        .map_err(|e| ServiceError::OwnerLoop(e.to_string()));
+    drop(connection);
     signals.abort();
     if let Some(task) = kernel_log {
         task.abort();
     }
-    Ok(report)
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::Event;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A source that sends nothing until the daemon goes away.
+    struct Silent;
+
+    impl crate::edge::EventSource for Silent {
+        fn name(&self) -> String {
+            "silent".into()
+        }
+        fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
+            Box::pin(async move { events.closed().await })
+        }
+    }
+
+    fn fixture() -> Sysroot {
+        Sysroot::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/small-vm"
+        ))
+    }
+
+    #[test]
+    fn kexec_is_found_where_the_distribution_put_it_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path());
+        let default = config::LoaderSettings::default().kexec_path;
+        assert_eq!(find_kexec(&default, &root), None);
+        std::fs::create_dir_all(dir.path().join("sbin")).unwrap();
+        std::fs::write(dir.path().join("sbin/kexec"), "").unwrap();
+        assert_eq!(
+            find_kexec(&default, &root),
+            Some(dir.path().join("sbin/kexec"))
+        );
+        // An explicit path that does not exist is reported, not replaced.
+        assert_eq!(find_kexec(std::path::Path::new("/opt/kexec"), &root), None);
+        std::fs::create_dir_all(dir.path().join("usr/sbin")).unwrap();
+        std::fs::write(dir.path().join("usr/sbin/kexec"), "").unwrap();
+        assert_eq!(
+            find_kexec(&default, &root),
+            Some(dir.path().join("usr/sbin/kexec"))
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_config() {
+        let mut settings = Settings::default();
+        Overrides {
+            dry_run: true,
+            loader: Some(LoaderKind::KexecTools),
+            kernel: Some("/k".into()),
+            initrd: Some("/i".into()),
+            cmdline: Some("c".into()),
+            source: Some(EventSourceKind::Kernel),
+            kexec_path: Some("/sbin/kexec".into()),
+        }
+        .apply(&mut settings);
+        assert!(settings.dry_run);
+        assert_eq!(settings.loader.kind, LoaderKind::KexecTools);
+        assert_eq!(settings.loader.kernel, Some(PathBuf::from("/k")));
+        assert_eq!(settings.loader.initrd, Some(PathBuf::from("/i")));
+        assert_eq!(settings.loader.cmdline.as_deref(), Some("c"));
+        assert_eq!(settings.events.source, EventSourceKind::Kernel);
+        assert_eq!(settings.loader.kexec_path, PathBuf::from("/sbin/kexec"));
+        // Nothing given: the config stays.
+        let mut untouched = Settings::default();
+        Overrides::default().apply(&mut untouched);
+        assert_eq!(untouched, Settings::default());
+    }
+
+    #[test]
+    fn missing_kernel_or_kexec_gives_loaders_that_say_why() {
+        let loaders = loaders(&Settings::default(), &fixture());
+        assert_eq!(loaders.configured.name(), "kexec_file_load");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let request = LoadRequest {
+            ranges: Arc::new(Vec::new()),
+            cpus: Default::default(),
+            method: crate::decide::LoaderChoice::Configured,
+            reason: "test".into(),
+        };
+        let error = rt
+            .block_on(loaders.configured.load(request.clone()))
+            .unwrap_err();
+        assert!(
+            error.message.starts_with("no crash kernel image"),
+            "{}",
+            error.message
+        );
+        assert!(!error.retry);
+        let error = rt.block_on(loaders.kexec_load.load(request)).unwrap_err();
+        assert!(
+            error.message.starts_with("no crash kernel image"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[tokio::test]
+    async fn sighup_with_new_loader_settings_rebuilds_the_loaders() {
+        let mut next = Settings::default();
+        next.loader.kind = LoaderKind::Command;
+        next.loader.command = vec!["/bin/true".into()];
+        let config_source = Box::new(move || Ok(next.clone()));
+        let built = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = built.clone();
+        let (daemon, handle) = Daemon::new(
+            Settings::default(),
+            config_source,
+            SnapshotReader::open(fixture()).unwrap(),
+            loaders(&Settings::default(), &fixture()),
+            Arc::new(crate::edge::NoNotifier),
+            RunOptions::default(),
+        );
+        let daemon = daemon.with_loader_factory(Box::new(move |settings| {
+            seen.lock().unwrap().push(settings.loader.kind);
+            loaders(settings, &fixture())
+        }));
+        let running = tokio::spawn(daemon.run(Box::new(Silent)));
+        assert_eq!(handle.status.borrow().loader, "kexec_file_load");
+        let (reply, replied) = oneshot::channel();
+        handle
+            .events
+            .send(Event::ConfigReload { reply: Some(reply) })
+            .await
+            .unwrap();
+        replied.await.unwrap().unwrap();
+        assert_eq!(*built.lock().unwrap(), [LoaderKind::Command]);
+        assert_eq!(handle.status.borrow().loader, "/bin/true");
+        // The same settings again: nothing to rebuild.
+        let (reply, replied) = oneshot::channel();
+        handle
+            .events
+            .send(Event::ConfigReload { reply: Some(reply) })
+            .await
+            .unwrap();
+        replied.await.unwrap().unwrap();
+        assert_eq!(built.lock().unwrap().len(), 1);
+        handle.events.send(Event::Shutdown).await.unwrap();
+        running.await.unwrap();
+    }
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, Report, RunOptions};
+use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Event, Loaders, Report, RunOptions};
 use crate::decide::LoaderChoice;
 use crate::edge::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, SimulatedHost};
-use crate::edge::Notification;
+use crate::edge::{BoxFuture, EventSource, Notification};
 use crate::model::MemRange;
 use crate::snapshot::{SnapshotError, SnapshotReader};
 use crate::sysroot::Sysroot;
@@ -33,10 +33,25 @@ pub struct Simulation {
 }
 
 impl Simulation {
+    /// A simulation that ends once the scenario has played and nothing is pending.
     pub fn new(
         scenario: Scenario,
         settings: Settings,
         config_source: ConfigSource,
+    ) -> Result<Self, SimulationError> {
+        Self::with_options(
+            scenario,
+            settings,
+            config_source,
+            SimulationOptions::default(),
+        )
+    }
+
+    pub fn with_options(
+        scenario: Scenario,
+        settings: Settings,
+        config_source: ConfigSource,
+        options: SimulationOptions,
     ) -> Result<Self, SimulationError> {
         let host = SimulatedHost::new(scenario).map_err(SimulationError::Sysroot)?;
         let reader = SnapshotReader::open(Sysroot::new(host.sysroot()))?;
@@ -54,7 +69,7 @@ impl Simulation {
             loaders,
             Arc::new(notifier.clone()),
             RunOptions {
-                exit_when_source_finishes: true,
+                exit_when_source_finishes: !options.keep_running,
             },
         );
         Ok(Simulation {
@@ -76,6 +91,12 @@ impl Simulation {
     }
 
     pub async fn run(self) -> SimulationOutcome {
+        self.run_after(Box::pin(async {})).await
+    }
+
+    /// Runs the daemon at once, but plays the scenario only when `start` resolves: D-Bus clients can subscribe
+    /// to signals first and still see the whole burst.
+    pub async fn run_after(self, start: BoxFuture<()>) -> SimulationOutcome {
         let Simulation {
             host,
             daemon,
@@ -84,7 +105,11 @@ impl Simulation {
             notifier,
             ..
         } = self;
-        let report = daemon.run(Box::new(host.clone())).await;
+        let source = Held {
+            start,
+            source: Box::new(host.clone()),
+        };
+        let report = daemon.run(Box::new(source)).await;
         let mut loads = configured.records();
         loads.extend(kexec_load.records());
         let notifications = notifier
@@ -100,6 +125,32 @@ impl Simulation {
             loads,
             notifications,
         }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SimulationOptions {
+    /// Keep the daemon running after the scenario until it is told to shut down (SIGTERM), so that D-Bus
+    /// clients can still query it.
+    pub keep_running: bool,
+}
+
+/// An event source that starts its inner source only once `start` resolves.
+struct Held {
+    start: BoxFuture<()>,
+    source: Box<dyn EventSource>,
+}
+
+impl EventSource for Held {
+    fn name(&self) -> String {
+        self.source.name()
+    }
+
+    fn run(self: Box<Self>, events: tokio::sync::mpsc::Sender<Event>) -> BoxFuture<()> {
+        Box::pin(async move {
+            self.start.await;
+            self.source.run(events).await
+        })
     }
 }
 

@@ -171,7 +171,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
         .await
         .expect("send");
     let outcome = answer.await.expect("an answer");
-    assert!(outcome.starts_with("reloaded: reload: forced"), "{outcome}");
+    assert!(outcome.starts_with("reloaded: forced"), "{outcome}");
 
     let (reply, done) = oneshot::channel();
     handle

@@ -106,7 +106,8 @@ ok "built $(basename "$DEB") and $(basename "$RPM")"
 [ -s "$WORK/staged.list" ] || die "nothing staged in $PKGROOT"
 for expected in /usr/sbin/kdump-hotplugd /usr/lib/systemd/system/kdump-hotplugd.service \
     /usr/lib/systemd/system-preset/50-kdump-hotplugd.preset \
-    /usr/share/dbus-1/system.d/org.kdump.Hotplug1.conf /etc/kdump-hotplugd/config.toml \
+    /usr/share/dbus-1/system.d/org.kdump.Hotplug1.conf /usr/share/dbus-1/interfaces/org.kdump.Hotplug1.xml \
+    /etc/kdump-hotplugd/config.toml \
     /usr/share/man/man8/kdump-hotplugd.8.gz /usr/share/man/man5/kdump-hotplugd.toml.5.gz; do
     check "install layout has $expected" grep -qx "$expected" "$WORK/staged.list"
 done

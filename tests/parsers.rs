@@ -5,7 +5,6 @@
 mod sparse_host;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use kdump_hotplugd::model::{CpuSet, MemRange};
 use kdump_hotplugd::parse::iomem::{self, Resource};
@@ -265,40 +264,17 @@ fn iomem_tree() -> impl Strategy<Value = Vec<Resource>> {
     })
 }
 
-/// The fastest of several runs, so a busy machine does not fail the test by chance.
-fn fastest(runs: usize, mut work: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
-
 #[test]
-fn parses_64k_lines_fast() {
+fn parses_64k_lines_into_one_range_each() {
+    // How long this takes is measured by the benchmarks (benches/), not asserted here.
     let host = sparse_host::SparseHost {
         plugged_blocks: 64 * 1024,
         virtio_memory_dirs: 0,
     };
     let text = host.files().remove("proc/iomem").unwrap();
     assert!(text.lines().count() > 64 * 1024);
-    let mut ranges = 0;
-    let elapsed = fastest(5, || {
-        let resources = iomem::parse("/proc/iomem", &text).unwrap();
-        ranges = crash_ranges(&resources).len();
-    });
-    assert_eq!(ranges, 3 + 64 * 1024);
-    // A few milliseconds optimised; unoptimised test builds get ten times as long.
-    let budget = if cfg!(debug_assertions) {
-        Duration::from_millis(150)
-    } else {
-        Duration::from_millis(15)
-    };
-    eprintln!("parse + crash_ranges of 64k lines: {elapsed:?} (budget {budget:?})");
-    assert!(elapsed < budget, "took {elapsed:?}, budget {budget:?}");
+    let resources = iomem::parse("/proc/iomem", &text).unwrap();
+    assert_eq!(crash_ranges(&resources).len(), 3 + 64 * 1024);
 }
 
 #[test]

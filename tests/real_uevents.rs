@@ -123,3 +123,90 @@ async fn unwatched_kinds_do_not_wake_the_owner_loop() {
     assert!(seen.iter().all(DomainEvent::is_memory), "{seen:?}");
     task.abort();
 }
+
+/// A burst the socket cannot hold: the kernel drops uevents and says so (ENOBUFS) on the next read. The source
+/// must report the loss in its batch (the owner loop then trusts a fresh snapshot, not the events).
+#[tokio::test]
+async fn an_overflowing_socket_reports_lost_uevents() {
+    // The smallest buffer the kernel allows (it raises tiny values to its minimum, a few KiB).
+    let Ok(source) = KernelUevents::open_with_buffer(Watch::default(), 1) else {
+        eprintln!("SKIP: no uevent netlink socket");
+        return;
+    };
+    // Nobody reads yet: the kernel queues until the buffer is full, then drops.
+    for _ in 0..200 {
+        if let Err(reason) = trigger(CPU0) {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(Box::new(source).run(tx));
+    let mut lost = 0;
+    let mut seen = 0;
+    tokio::time::timeout(DEADLINE, async {
+        while lost == 0 {
+            match rx.recv().await {
+                Some(Event::Uevents(batch)) => {
+                    lost += batch.lost;
+                    seen += batch.events.len();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no overflow reported");
+    task.abort();
+    assert!(lost > 0);
+    assert!(seen < 200, "all 200 uevents fit: {seen}");
+    eprintln!("overflow: {seen} uevents read, {lost} overflow report(s)");
+}
+
+/// udevd's monitor opens (with its kernel-side subsystem filter) even where no udevd runs; it would hear
+/// nothing here, so delivery through it is left to hosts with udevd.
+#[test]
+fn udev_monitor_opens_with_an_enlarged_buffer() {
+    let source = kdump_hotplugd::edge::uevents::UdevUevents::open(Watch::default())
+        .expect("the udev monitor opens");
+    assert!(
+        source.receive_buffer() >= 212_992,
+        "{}",
+        source.receive_buffer()
+    );
+    assert_eq!(source.name(), "udev monitor");
+}
+
+/// A burst that is already queued when the source wakes arrives as one batch: one wake-up of the owner loop,
+/// however many uevents.
+#[tokio::test]
+async fn a_queued_burst_is_one_batch() {
+    const BURST: usize = 1000;
+    let Ok(source) = KernelUevents::open(Watch::default()) else {
+        eprintln!("SKIP: no uevent netlink socket");
+        return;
+    };
+    for _ in 0..BURST {
+        if let Err(reason) = trigger(CPU0) {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    let task = tokio::spawn(Box::new(source).run(tx));
+    let first = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("no batch")
+        .expect("source ended");
+    task.abort();
+    let Event::Uevents(batch) = first else {
+        panic!("unexpected {first:?}");
+    };
+    let cpu0 = DomainEvent::Cpu {
+        id: 0,
+        action: HotplugAction::Change,
+    };
+    let ours = batch.events.iter().filter(|e| **e == cpu0).count();
+    assert_eq!(batch.lost, 0);
+    assert!(ours >= BURST, "first batch held {ours} of {BURST}");
+}

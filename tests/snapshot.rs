@@ -4,7 +4,6 @@
 mod sparse_host;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use kdump_hotplugd::model::{CpuSet, CrashState, HostSnapshot, MemRange};
 use kdump_hotplugd::snapshot::{
@@ -69,25 +68,13 @@ fn small_vm() {
 
 #[test]
 fn hidden_addresses() {
-    let snapshot = snapshot("hidden-addresses");
+    // The small VM as an opener without CAP_SYS_ADMIN sees it: every address zero, everything else the same.
     assert_eq!(
-        snapshot,
+        snapshot("hidden-addresses"),
         HostSnapshot {
             ranges: vec![],
             addresses_hidden: true,
-            present_cpus: cpus(0..=1),
-            online_cpus: cpus(0..=1),
-            possible_cpus: cpus(0..=1),
-            crash: CrashState {
-                kexec_supported: true,
-                loaded: true,
-                reserved_bytes: Some(256 * MIB),
-                elfcorehdr_size: None,
-                kernel_updates_memory: false,
-                kernel_updates_cpu: false,
-            },
-            memory_block_size: Some(BLOCK),
-            memory_blocks: 16,
+            ..snapshot("small-vm")
         }
     );
 }
@@ -393,20 +380,9 @@ fn open_fails_without_iomem() {
     ));
 }
 
-/// The fastest of several runs, so a busy machine does not fail the test by chance.
-fn fastest(runs: usize, mut work: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
-
 #[test]
-fn snapshot_of_16k_ranges_and_16k_blocks_is_fast() {
+fn a_kept_reader_rereads_16k_ranges_and_16k_blocks_the_same() {
+    // How long this takes is measured by the benchmarks (benches/), not asserted here.
     let dir = tempfile::tempdir().unwrap();
     let host = SparseHost {
         plugged_blocks: 16_384,
@@ -417,19 +393,5 @@ fn snapshot_of_16k_ranges_and_16k_blocks_is_fast() {
     let first = reader.take().unwrap();
     assert_eq!(first.ranges.len(), 3 + 16_384);
     assert_eq!(first.memory_blocks, 32 + 16_384);
-
-    let elapsed = fastest(5, || {
-        reader.take().unwrap();
-    });
-    // The budget is for an optimised build; unoptimised test builds get ten times as long.
-    let budget = if cfg!(debug_assertions) {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_millis(10)
-    };
-    eprintln!("snapshot of 16k ranges and 16k blocks: {elapsed:?} (budget {budget:?})");
-    assert!(
-        elapsed < budget,
-        "snapshot took {elapsed:?}, budget {budget:?}"
-    );
+    assert_eq!(reader.take().unwrap(), first);
 }

@@ -22,6 +22,9 @@ use crate::model::HostSnapshot;
 use crate::snapshot::{SnapshotError, SnapshotReader};
 use crate::uevent::UeventBatch;
 
+/// How a refused configuration reload starts in `LastError`; a later good reload clears it.
+const CONFIG_NOT_RELOADED: &str = "configuration not reloaded, keeping the previous one";
+
 /// Everything the owner loop reacts to.
 #[derive(Debug)]
 pub enum Event {
@@ -65,6 +68,10 @@ pub struct ReloadFinished {
 
 /// Reads the config again on SIGHUP; injected so tests can hand over any outcome.
 pub type ConfigSource = Box<dyn FnMut() -> Result<Settings, ConfigError> + Send>;
+
+/// Builds the loaders for a configuration, so a SIGHUP can apply `[loader]` changes (the real service sets one;
+/// simulations keep theirs).
+pub type LoaderFactory = Box<dyn FnMut(&Settings) -> Loaders + Send>;
 
 /// The loaders the decision can choose between.
 pub struct Loaders {
@@ -111,6 +118,7 @@ pub struct Daemon {
     config_source: ConfigSource,
     reader: SnapshotReader,
     loaders: Loaders,
+    loader_factory: Option<LoaderFactory>,
     notifier: Arc<dyn Notifier>,
     options: RunOptions,
     debouncer: Debouncer,
@@ -168,6 +176,7 @@ impl Daemon {
             config_source,
             reader,
             loaders,
+            loader_factory: None,
             notifier,
             options,
             events_tx,
@@ -184,6 +193,12 @@ impl Daemon {
             reload_waiters: Vec::new(),
         };
         (daemon, handle)
+    }
+
+    /// Rebuild the loaders with `factory` whenever a config re-read changes `[loader]`.
+    pub fn with_loader_factory(mut self, factory: LoaderFactory) -> Self {
+        self.loader_factory = Some(factory);
+        self
     }
 
     /// Starts the event source and runs the loop until shutdown.
@@ -424,20 +439,20 @@ impl Daemon {
         assessment: &Assessment,
         choice: LoaderChoice,
     ) {
-        let reason = assessment.decision.to_string();
+        let reason = assessment.decision.why();
         let request = LoadRequest {
             ranges: Arc::new(snapshot.ranges.clone()),
             cpus: snapshot.present_cpus.clone(),
             method: choice,
             reason: reason.clone(),
         };
-        self.publish(|s| s.last_decision = reason.clone());
+        self.publish(|s| s.last_decision = assessment.decision.to_string());
         if self.settings.dry_run {
             tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
             self.debouncer
                 .on_reload_finished(now, ReloadOutcome::Succeeded);
             self.publish(|s| s.counters.reloads_skipped += 1);
-            self.answer_waiters(&format!("dry run: would {reason}"));
+            self.answer_waiters(&format!("dry run: would reload: {reason}"));
             return;
         }
         let loader = self.loaders.pick(choice);
@@ -544,13 +559,34 @@ impl Daemon {
         let outcome = match (self.config_source)() {
             Ok(settings) => {
                 tracing::info!("configuration reloaded");
+                if settings.loader != self.settings.loader {
+                    if let Some(factory) = &mut self.loader_factory {
+                        self.loaders = factory(&settings);
+                        let name = self.loaders.configured.name();
+                        tracing::info!(loader = %name, "loader settings changed: loaders rebuilt");
+                        self.publish(|s| s.loader = name);
+                    }
+                }
+                if settings.events != self.settings.events {
+                    tracing::warn!(
+                        "[events] changed: the event source keeps its settings until a restart"
+                    );
+                }
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
+                // What the status derives from the settings follows them now, not at the next snapshot.
+                if let Some(snapshot) = self.last_snapshot.take() {
+                    self.absorb_snapshot(snapshot);
+                }
+                self.publish(|s| {
+                    if s.last_error.starts_with(CONFIG_NOT_RELOADED) {
+                        s.last_error.clear();
+                    }
+                });
                 Ok(())
             }
             Err(error) => {
-                let message =
-                    format!("configuration not reloaded, keeping the previous one: {error}");
+                let message = format!("{CONFIG_NOT_RELOADED}: {error}");
                 tracing::error!("{message}");
                 self.publish(|s| s.last_error = message.clone());
                 Err(error.to_string())

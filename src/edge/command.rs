@@ -38,16 +38,23 @@ pub fn detect(sysroot: &Sysroot) -> Option<Vec<String>> {
     None
 }
 
-fn tail(text: &str) -> &str {
-    let text = text.trim();
-    if text.len() <= DETAIL_LIMIT {
+/// What a failure message quotes of the output: enough for a tool's explanation, short enough for a status line.
+const MESSAGE_LIMIT: usize = 600;
+
+/// The last `limit` bytes of `text` (on a character boundary).
+fn tail_chars(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
         return text;
     }
-    let mut start = text.len() - DETAIL_LIMIT;
+    let mut start = text.len() - limit;
     while !text.is_char_boundary(start) {
         start += 1;
     }
     &text[start..]
+}
+
+fn tail(text: &str) -> &str {
+    tail_chars(text.trim(), DETAIL_LIMIT)
 }
 
 /// Runs `command` to completion or until `timeout` (then kills it), returning its combined output. `line` names
@@ -103,12 +110,18 @@ pub(crate) async fn run(
     if output.status.success() {
         Ok(detail)
     } else {
+        let said: Vec<&str> = detail
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let said = said.join("; ");
         Err(LoadError {
             message: format!(
                 "{line} failed ({}){}{}",
                 output.status,
-                if detail.is_empty() { "" } else { ": " },
-                detail.lines().last().unwrap_or("")
+                if said.is_empty() { "" } else { ": " },
+                tail_chars(&said, MESSAGE_LIMIT)
             ),
             // The tool's own failures (bad config, no reservation) do not heal by themselves, but a tool
             // racing another kexec user does: retry with backoff.
@@ -221,7 +234,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failure_names_the_status_and_last_output_line() {
+    async fn failure_names_the_status_and_quotes_the_output() {
         let loader = sh(
             "echo first; echo 'no memory reserved' >&2; exit 3",
             Duration::from_secs(30),
@@ -233,7 +246,7 @@ mod tests {
             error.message
         );
         assert!(
-            error.message.ends_with("no memory reserved"),
+            error.message.ends_with(": first; no memory reserved"),
             "{}",
             error.message
         );

@@ -21,6 +21,8 @@ const RECORD_BUFFER: usize = 16 * 1024;
 #[derive(Default)]
 pub struct RecordSplitter {
     pending: Vec<u8>,
+    /// Also classify records a process wrote into the log (tests of the real /dev/kmsg can only write those).
+    accept_userspace: bool,
 }
 
 impl RecordSplitter {
@@ -37,7 +39,12 @@ impl RecordSplitter {
             }
             let text = String::from_utf8_lossy(line);
             match parse_record(&text) {
-                Ok(record) => findings.extend(classify(record.text)),
+                // Only the kernel's own lines count: a process quoting one (this daemon's log forwarded by
+                // journald, say) must not trigger a reload.
+                Ok(record) if record.from_kernel() || self.accept_userspace => {
+                    findings.extend(classify(record.text))
+                }
+                Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "skipping kernel log record"),
             }
         }
@@ -49,6 +56,7 @@ impl RecordSplitter {
 /// A kernel log stream: `/dev/kmsg`, or any readable fd (a fixture file or pipe).
 pub struct KernelLog {
     fd: OwnedFd,
+    accept_userspace: bool,
 }
 
 struct Fd(OwnedFd);
@@ -73,7 +81,16 @@ impl KernelLog {
     pub fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
         let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            accept_userspace: false,
+        })
+    }
+
+    /// Also report lines written into the log by processes (tests only: userspace cannot log as the kernel).
+    pub fn accepting_userspace(mut self) -> Self {
+        self.accept_userspace = true;
+        self
     }
 
     /// Sends one [`Event::KernelLog`] per finding until end of stream, an error, or the channel closes.
@@ -86,7 +103,10 @@ impl KernelLog {
                 return;
             }
         };
-        let mut splitter = RecordSplitter::default();
+        let mut splitter = RecordSplitter {
+            accept_userspace: self.accept_userspace,
+            ..RecordSplitter::default()
+        };
         let mut buffer = vec![0u8; RECORD_BUFFER];
         loop {
             let mut guard = match fd.readable().await {

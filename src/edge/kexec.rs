@@ -53,7 +53,7 @@ pub enum PlanError {
 
 /// Options the crash kernel must not inherit: the reservation itself, boot-loader bookkeeping, and memory
 /// tuning sized for the full machine that cannot fit in the crash reservation.
-const CMDLINE_REMOVE: &[&str] = &[
+pub const CMDLINE_REMOVE: &[&str] = &[
     "crashkernel",
     "BOOT_IMAGE",
     "initrd",
@@ -264,8 +264,9 @@ pub fn explain_errno(errno: i32) -> LoadError {
             false,
         ),
         libc::ENOSYS => (
-            "kexec_file_load: this kernel has no kexec_file_load (CONFIG_KEXEC_FILE=n); use loader.kind = \
-             \"kexec-tools\" or \"command\""
+            "kexec_file_load: this kernel has no kexec_file_load (CONFIG_KEXEC_FILE=n or no kexec at all); \
+             only kexec_load (kexec -c -p) or the distribution's command (loader.kind = \"command\") can load \
+             here"
                 .to_owned(),
             false,
         ),
@@ -403,6 +404,15 @@ pub fn kexec_tools_args(plan: &KernelPlan, mode: KexecToolsMode) -> Vec<String> 
     args
 }
 
+/// Whether a failed kexec-tools run is worth retrying: only when the kernel said the kexec lock was busy, or
+/// the run timed out. Its other failures (no reservation, bad image, lockdown) stay until someone acts, and a
+/// failed crash load has already dropped the old image: retrying would only repeat that.
+pub fn kexec_tools_retry(mut error: LoadError) -> LoadError {
+    let message = error.message.to_ascii_lowercase();
+    error.retry = message.contains("busy") || message.contains("killed after");
+    error
+}
+
 /// kexec-tools, as a child process with a timeout.
 pub struct KexecToolsLoader {
     program: PathBuf,
@@ -459,7 +469,9 @@ impl Loader for KexecToolsLoader {
                     retry: false,
                 });
             }
-            let output = super::command::run(command, &line, timeout).await?;
+            let output = super::command::run(command, &line, timeout)
+                .await
+                .map_err(kexec_tools_retry)?;
             let mut detail = output;
             if mode == KexecToolsMode::Load {
                 let note =
@@ -556,6 +568,24 @@ mod tests {
     }
 
     #[test]
+    fn kexec_tools_failures_retry_only_when_busy_or_timed_out() {
+        let failed = |message: &str| {
+            kexec_tools_retry(LoadError {
+                message: message.into(),
+                retry: true,
+            })
+            .retry
+        };
+        assert!(failed(
+            "kexec -s -p failed (exit status: 255): kexec_file_load failed: Device or resource busy"
+        ));
+        assert!(failed("kexec -s -p: killed after 120000 ms"));
+        assert!(!failed(
+            "kexec -s -p failed (exit status: 1): Memory for crashkernel is not reserved"
+        ));
+    }
+
+    #[test]
     fn kexec_tools_arguments_for_both_modes() {
         let plan = plan_with(Some("/boot/initrd.img"));
         assert_eq!(
@@ -633,5 +663,53 @@ mod tests {
         let from_config = plan(&configured, &sysroot).unwrap();
         assert_eq!(from_config.cmdline, "console=ttyS0");
         assert_eq!(from_config.origin.kernel, "config");
+    }
+}
+
+#[cfg(test)]
+mod syscall_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The real syscall, only where it cannot load anything: a kernel without kexec support answers and the
+    /// answer is explained (on a kexec-capable host this test skips rather than replace the crash kernel).
+    #[tokio::test]
+    async fn the_kernels_refusal_is_explained() {
+        if Path::new("/sys/kernel/kexec_crash_loaded").exists() {
+            eprintln!("SKIP: this kernel supports kexec; the test would really load");
+            return;
+        }
+        let plan = KernelPlan {
+            kernel: PathBuf::from("/proc/self/exe"),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            origin: PlanOrigin::default(),
+        };
+        let request = LoadRequest {
+            ranges: Arc::new(Vec::new()),
+            cpus: Default::default(),
+            method: LoaderChoice::Configured,
+            reason: "test".into(),
+        };
+        let error = NativeLoader::new(plan.clone())
+            .load(request.clone())
+            .await
+            .unwrap_err();
+        eprintln!("kernel said: {}", error.message);
+        assert!(
+            error.message.starts_with("kexec_file_load: "),
+            "{}",
+            error.message
+        );
+        assert!(!error.retry, "{}", error.message);
+
+        let refused = NativeLoader::new(plan)
+            .load(LoadRequest {
+                method: LoaderChoice::KexecLoad,
+                ..request
+            })
+            .await
+            .unwrap_err();
+        assert!(refused.message.starts_with("refusing kexec_file_load"));
     }
 }

@@ -62,7 +62,7 @@ pub enum SourceError {
     Register(std::io::Error),
 }
 
-/// Enlarges the receive buffer: SO_RCVBUFFORCE (CAP_NET_ADMIN) passes `net.core.rmem_max`, SO_RCVBUF is
+/// Sets the receive buffer: SO_RCVBUFFORCE (CAP_NET_ADMIN) passes `net.core.rmem_max`, SO_RCVBUF is
 /// capped by it. Returns the size the kernel reports.
 fn enlarge_receive_buffer(fd: BorrowedFd<'_>, bytes: usize) -> usize {
     if setsockopt(&fd, sockopt::RcvBufForce, &bytes).is_err() {
@@ -80,11 +80,9 @@ struct Drained {
     would_block: bool,
 }
 
-/// Reads messages with `receive` until it would block (or the batch is full). `receive` returns `Ok(None)` for a
-/// message to drop unseen (not from the kernel).
-fn drain(
-    mut receive: impl FnMut(&mut UeventBatch) -> Result<Option<()>, Errno>,
-) -> Result<Drained, Errno> {
+/// Reads messages with `receive` (one per call, pushed into the batch or dropped) until it would block or the
+/// batch is full.
+fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Result<Drained, Errno> {
     let mut batch = UeventBatch::default();
     for _ in 0..MAX_MESSAGES_PER_BATCH {
         match receive(&mut batch) {
@@ -112,7 +110,7 @@ async fn pump<T: AsRawFd>(
     name: &str,
     fd: AsyncFd<T>,
     events: mpsc::Sender<Event>,
-    mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<Option<()>, Errno>,
+    mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<(), Errno>,
 ) {
     loop {
         let mut guard = match fd.readable().await {
@@ -149,6 +147,11 @@ pub struct KernelUevents {
 
 impl KernelUevents {
     pub fn open(watch: Watch) -> Result<Self, SourceError> {
+        Self::open_with_buffer(watch, RECEIVE_BUFFER_BYTES)
+    }
+
+    /// With a chosen receive buffer (tests use a tiny one to make the kernel overflow it).
+    pub fn open_with_buffer(watch: Watch, receive_buffer: usize) -> Result<Self, SourceError> {
         let socket = socket(
             AddressFamily::Netlink,
             SockType::Datagram,
@@ -156,7 +159,7 @@ impl KernelUevents {
             SockProtocol::NetlinkKObjectUEvent,
         )
         .map_err(SourceError::Netlink)?;
-        let receive_buffer = enlarge_receive_buffer(socket.as_fd(), RECEIVE_BUFFER_BYTES);
+        let receive_buffer = enlarge_receive_buffer(socket.as_fd(), receive_buffer);
         // Port id 0: the kernel assigns one, so several listeners (udevadm monitor, tests) can coexist.
         bind(
             socket.as_raw_fd(),
@@ -199,10 +202,10 @@ impl EventSource for KernelUevents {
                 let (len, from) = recvfrom::<NetlinkAddr>(socket.as_raw_fd(), &mut buffer)?;
                 // Only the kernel (port id 0) sends kernel uevents; anything else is forged or misrouted.
                 if from.map(|a| a.pid()) != Some(0) {
-                    return Ok(None);
+                    return Ok(());
                 }
                 batch.push(parse_kernel_message(&buffer[..len], watch));
-                Ok(Some(()))
+                Ok(())
             })
             .await
         })
@@ -281,7 +284,7 @@ impl EventSource for UdevUevents {
                         Errno::UnknownErrno => Err(Errno::EAGAIN),
                         Errno::EAGAIN | Errno::ENOBUFS | Errno::EINTR => Err(Errno::last()),
                         // A message libudev rejected (bad credentials, filtered): drop it, keep reading.
-                        _ => Ok(None),
+                        _ => Ok(()),
                     };
                 };
                 batch.push(classify(
@@ -290,7 +293,7 @@ impl EventSource for UdevUevents {
                     event.devpath().to_str(),
                     watch,
                 ));
-                Ok(Some(()))
+                Ok(())
             })
             .await
         })
@@ -311,6 +314,12 @@ pub fn open(
             (Box::new(source), size)
         }
         ResolvedSource::Udev => {
+            if !sysroot.exists(UDEVD_CONTROL) {
+                tracing::warn!(
+                    "events.source = \"udev\" but udevd does not run ({UDEVD_CONTROL} is missing): no hotplug \
+                     event will arrive until it does; \"auto\" or \"kernel\" listen to the kernel directly"
+                );
+            }
             let source = UdevUevents::open(watch)?;
             let size = source.receive_buffer();
             (Box::new(source), size)
@@ -349,22 +358,18 @@ mod tests {
 
     #[test]
     fn drain_counts_overflows_and_stops_at_would_block() {
-        let mut script = vec![
-            Ok(Some(())),
-            Err(Errno::ENOBUFS),
-            Ok(None),
-            Err(Errno::EAGAIN),
-        ]
-        .into_iter();
+        // A message, an overflow report, a message dropped unseen, then nothing more.
+        let mut script =
+            vec![Ok(true), Err(Errno::ENOBUFS), Ok(false), Err(Errno::EAGAIN)].into_iter();
         let drained = drain(|batch| {
-            let next = script.next().unwrap();
-            if next == Ok(Some(())) {
+            let keep = script.next().unwrap()?;
+            if keep {
                 batch.events.push(crate::model::DomainEvent::Cpu {
                     id: 1,
                     action: crate::model::HotplugAction::Online,
                 });
             }
-            next
+            Ok(())
         })
         .unwrap();
         assert!(drained.would_block);
@@ -374,7 +379,7 @@ mod tests {
 
     #[test]
     fn drain_stops_at_a_full_batch_without_clearing_readiness() {
-        let drained = drain(|_| Ok(None)).unwrap();
+        let drained = drain(|_| Ok(())).unwrap();
         assert!(!drained.would_block);
         assert_eq!(drain(|_| Err(Errno::EBADF)).err(), Some(Errno::EBADF));
     }

@@ -1,0 +1,117 @@
+//! The D-Bus edge: `org.kdump.Hotplug1` at `/org/kdump/Hotplug1`.
+//!
+//! The object never touches the daemon's state. Its methods send [`Request`](crate::daemon::Request)s into the
+//! owner loop's channel and wait for the reply; its properties read the [`Status`] the loop publishes on its
+//! watch channel; two background tasks turn status changes into `PropertiesChanged` and the loop's
+//! [`Notice`](crate::daemon::Notice)s into signals. Both tasks end when the daemon drops its channels.
+
+mod client;
+mod object;
+
+pub use client::{Client, Hotplug1Proxy, StatusError};
+pub use object::{properties, Hotplug1};
+
+use crate::daemon::DaemonHandle;
+
+/// The well-known bus name, the object path and the interface: fixed, users and tests depend on them.
+pub const BUS_NAME: &str = "org.kdump.Hotplug1";
+pub const OBJECT_PATH: &str = "/org/kdump/Hotplug1";
+pub const INTERFACE: &str = "org.kdump.Hotplug1";
+
+/// Which bus to serve on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusAddress {
+    /// The system bus (honours `DBUS_SYSTEM_BUS_ADDRESS`).
+    System,
+    /// Any D-Bus address, e.g. `unix:path=/run/test/bus` (tests and `--bus`).
+    Address(String),
+    /// Do not serve at all.
+    None,
+}
+
+impl BusAddress {
+    /// `system`, `none`, or a D-Bus address.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "system" => BusAddress::System,
+            "none" | "" => BusAddress::None,
+            address => BusAddress::Address(address.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot connect to the {bus}")]
+    Connect {
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("cannot own the name {BUS_NAME} on the {bus} (another instance has it, or the bus policy forbids it)")]
+    Name {
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("cannot reach the served object")]
+    Object(#[source] zbus::Error),
+}
+
+/// Serves the object on `bus` and owns [`BUS_NAME`]; returns the connection (drop it to leave the bus), or
+/// `None` for [`BusAddress::None`].
+///
+/// The object is registered before the name is requested, so whoever sees the name can call it at once. Call
+/// it from inside the tokio runtime once the daemon's `run` has been spawned: the loop publishes its first
+/// snapshot at once, and the connection's handshake takes longer, so the first reader sees real values.
+/// The two publishing tasks end by themselves when the daemon stops.
+pub async fn serve(
+    handle: DaemonHandle,
+    bus: BusAddress,
+) -> Result<Option<zbus::Connection>, ServeError> {
+    let (builder, bus_name) = match &bus {
+        BusAddress::None => return Ok(None),
+        BusAddress::System => (zbus::connection::Builder::system(), "system bus".to_owned()),
+        BusAddress::Address(address) => (
+            zbus::connection::Builder::address(address.as_str()),
+            format!("bus at {address}"),
+        ),
+    };
+    let connect_error = |source| ServeError::Connect {
+        bus: bus_name.clone(),
+        source,
+    };
+    let object = Hotplug1::new(handle.clone());
+    let connection = builder
+        .and_then(|b| b.serve_at(OBJECT_PATH, object))
+        .and_then(|b| b.name(BUS_NAME))
+        .map_err(connect_error)?
+        .build()
+        .await
+        .map_err(|source| match source {
+            // RequestName is the only call the builder makes that the bus answers with an error (Hello
+            // aside, which fails only on a broken bus): tell it apart for the message.
+            zbus::Error::NameTaken | zbus::Error::FDO(_) | zbus::Error::MethodError(..) => {
+                ServeError::Name {
+                    bus: bus_name.clone(),
+                    source,
+                }
+            }
+            source => connect_error(source),
+        })?;
+    let object = connection
+        .object_server()
+        .interface::<_, Hotplug1>(OBJECT_PATH)
+        .await
+        .map_err(ServeError::Object)?;
+    tokio::spawn(object::publish_property_changes(
+        object.signal_emitter().to_owned(),
+        handle.status.clone(),
+    ));
+    tokio::spawn(object::publish_notices(
+        object.signal_emitter().to_owned(),
+        handle.notices.subscribe(),
+    ));
+    tracing::info!(name = BUS_NAME, bus = %bus_name, "serving on D-Bus");
+    Ok(Some(connection))
+}
