@@ -79,10 +79,15 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn qemu_args(self) -> [&'static str; 4] {
-        match self {
-            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Accel::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "qemu64"],
+    /// `several_cpus`: the guest has (or may hot-add) more than one vCPU. Multi-threaded TCG then runs them
+    /// in parallel, and a 6.12 guest booting 4 vCPUs that way died once here with "Oops: int3" in
+    /// `sched_clock_cpu` (the kernel patching its own text while another vCPU runs it); one TCG thread for
+    /// all vCPUs avoids that race.
+    fn qemu_args(self, several_cpus: bool) -> [&'static str; 4] {
+        match (self, several_cpus) {
+            (Accel::Kvm, _) => ["-accel", "kvm", "-cpu", "host"],
+            (Accel::Tcg, false) => ["-accel", "tcg,thread=multi", "-cpu", "qemu64"],
+            (Accel::Tcg, true) => ["-accel", "tcg,thread=single", "-cpu", "qemu64"],
         }
     }
 
@@ -251,7 +256,7 @@ impl Guest {
         );
         let mut command = Command::new("qemu-system-x86_64");
         command
-            .args(accel.qemu_args())
+            .args(accel.qemu_args(options.smp != "1"))
             .args([
                 "-m",
                 &format!("{},maxmem=16G,slots={}", options.boot_memory, options.slots),
