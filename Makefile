@@ -159,6 +159,7 @@ demo: deps
 # The fast tier: unit, property and integration tests, then the packaging checks.
 test-fast: deps
 	$(CARGO) test --locked
+	$(CARGO) test --benches --locked
 	bash tests/packaging.sh
 
 # The slow tier: real Debian kernels in QEMU (KVM when it works, software emulation otherwise). Installs
@@ -173,3 +174,32 @@ test-guest: deps
 
 # Every tier.
 test: test-fast test-guest
+
+# Benchmarks (BENCHMARKS.md): criterion's event path and snapshot, then the report that prints one table
+# against the targets. Knobs: BENCH_RUNS, BENCH_UDEV_EVENTS, BENCH_IDLE_SECONDS (see benches/storm.rs);
+# CRITERION_ARGS, e.g. "--warm-up-time 1 --measurement-time 3" for a shorter run.
+# `make bench-quick` is a two-minute pass through the whole pipeline; `make bench-smoke` (for CI) builds
+# the benches in the test profile and runs each once, in seconds.
+CRITERION_ARGS ?=
+# Instruction counts (valgrind), peak RSS (GNU time), idle syscalls (strace).
+BENCH_APT_PACKAGES := valgrind time strace
+
+.PHONY: bench bench-quick bench-smoke
+
+bench: deps
+	@missing=$$(for p in $(BENCH_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(CARGO) build --release --locked --bin kdump-hotplugd
+	$(CARGO) bench --locked --bench event_path --bench snapshot -- $(CRITERION_ARGS)
+	$(CARGO) bench --locked --bench storm
+
+bench-quick:
+	$(MAKE) --no-print-directory bench BENCH_RUNS=2 BENCH_UDEV_EVENTS=1024 BENCH_IDLE_SECONDS=5 \
+		CRITERION_ARGS="--warm-up-time 1 --measurement-time 2"
+
+bench-smoke:
+	$(CARGO) test --benches --locked

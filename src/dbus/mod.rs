@@ -1,7 +1,7 @@
 //! The D-Bus edge: `org.kdump.Hotplug1` at `/org/kdump/Hotplug1`.
 //!
 //! The object never touches the daemon's state. Its methods send [`Request`](crate::daemon::Request)s into the
-//! owner loop's channel and wait for the reply; its properties read the [`Status`] the loop publishes on its
+//! owner loop's channel and wait for the reply; its properties read the [`Status`](crate::daemon::Status) the loop publishes on its
 //! watch channel; two background tasks turn status changes into `PropertiesChanged` and the loop's
 //! [`Notice`](crate::daemon::Notice)s into signals. Both tasks end when the daemon drops its channels.
 

@@ -8,7 +8,7 @@
 //! each change unless it no longer fits the buffer sized at load time, which it only logs (kernel/crash_core.c,
 //! arch/x86/kernel/crash.c).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,9 @@ pub enum Step {
     Malformed(u32),
     /// Nothing happens for this long.
     Pause(Duration),
+    /// Nothing happens again, and no timer is armed for it: the daemon idles until it is stopped (for counting
+    /// idle wake-ups).
+    StayQuiet,
 }
 
 /// How the simulated loader behaves.
@@ -180,6 +183,12 @@ impl Scenario {
                 )
             },
             Scenario::new(
+                "idle",
+                "1 TiB plugged, then nothing until the daemon is stopped (SIGTERM): for counting idle wake-ups",
+                SimKernel::STALE_HEADER,
+                vec![plug(1024), Step::StayQuiet],
+            ),
+            Scenario::new(
                 "malformed",
                 "a burst with malformed uevents mixed in: counted and skipped",
                 SimKernel::STALE_HEADER,
@@ -200,7 +209,7 @@ impl Scenario {
                 Step::Unplug { bytes } => 2 * (bytes / BLOCK_SIZE),
                 Step::AddCpus(n) | Step::RemoveCpus(n) => 2 * u64::from(*n),
                 Step::Malformed(n) => u64::from(*n),
-                Step::Pause(_) => 0,
+                Step::Pause(_) | Step::StayQuiet => 0,
             })
             .sum()
     }
@@ -223,6 +232,9 @@ struct HostModel {
     header: Vec<MemRange>,
     /// Kernel log lines not yet read by the (simulated) kmsg watcher.
     kmsg: Vec<String>,
+    /// What each file was last rendered with: a storm re-renders after every socket read, and rewriting the
+    /// files that did not change made the simulated kernel most of a simulated run's CPU time.
+    rendered: HashMap<&'static str, String>,
 }
 
 /// Boot memory of a small q35 guest: 2 GiB below 4 GiB, 2 GiB above; 256 MiB reserved for the crash kernel.
@@ -273,6 +285,7 @@ impl HostModel {
             kernel_updates_header: kernel.crash_hotplug,
             header: Vec::new(),
             kmsg: Vec::new(),
+            rendered: HashMap::new(),
         };
         model.header = model.ranges();
         model
@@ -347,7 +360,16 @@ impl HostModel {
         }
     }
 
-    fn write(&self, path: &str, contents: &str) -> std::io::Result<()> {
+    fn write(&mut self, path: &'static str, contents: &str) -> std::io::Result<()> {
+        if self.rendered.get(path).is_some_and(|last| last == contents) {
+            return Ok(());
+        }
+        self.write_file(path, contents)?;
+        self.rendered.insert(path, contents.to_owned());
+        Ok(())
+    }
+
+    fn write_file(&self, path: &str, contents: &str) -> std::io::Result<()> {
         let target = self.root.join(path);
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir)?;
@@ -363,7 +385,7 @@ impl HostModel {
         std::fs::rename(&temporary, &target)
     }
 
-    fn render(&self) -> std::io::Result<()> {
+    fn render(&mut self) -> std::io::Result<()> {
         let flag = |on: bool| if on { "1\n" } else { "0\n" };
         let updates = self.crash_loaded && self.kernel_updates_header;
         self.write("proc/iomem", &self.iomem())?;
@@ -394,6 +416,22 @@ impl HostModel {
             )?;
         }
         Ok(())
+    }
+}
+
+/// One uevent of a step, put in the kernel's wire format only when it is sent: a storm's worth of encoded
+/// messages made up most of an 8 TiB run's memory.
+enum StepUevent {
+    Event { event: DomainEvent, seqnum: u64 },
+    Raw(Vec<u8>),
+}
+
+impl StepUevent {
+    fn wire(&self) -> Vec<u8> {
+        match self {
+            StepUevent::Event { event, seqnum } => uevent::encode_kernel_message(event, *seqnum),
+            StepUevent::Raw(message) => message.clone(),
+        }
     }
 }
 
@@ -434,7 +472,7 @@ impl SimulatedHost {
         let root = tempfile::Builder::new()
             .prefix("kdump-hotplugd-sim-")
             .tempdir()?;
-        let model = HostModel::new(root.path().to_path_buf(), scenario.kernel);
+        let mut model = HostModel::new(root.path().to_path_buf(), scenario.kernel);
         model.render()?;
         let initial_ranges = model.ranges();
         Ok(SimulatedHost {
@@ -530,7 +568,16 @@ impl SimulatedHost {
     }
 
     /// The uevents of one step, in the order the kernel emits them, as wire messages.
+    #[cfg(test)]
     fn step_messages(model: &mut HostModel, step: &Step) -> Vec<Vec<u8>> {
+        Self::step_uevents(model, step)
+            .iter()
+            .map(StepUevent::wire)
+            .collect()
+    }
+
+    /// The uevents of one step, in the order the kernel emits them.
+    fn step_uevents(model: &mut HostModel, step: &Step) -> Vec<StepUevent> {
         let mut events = Vec::new();
         match *step {
             Step::Plug { bytes, sparse } => {
@@ -567,17 +614,16 @@ impl SimulatedHost {
                 }
             }
             Step::AddCpus(n) => {
-                let mut next = model.present_cpus.iter().max().map_or(0, |m| m + 1);
-                for _ in 0..n {
+                let first = model.present_cpus.iter().max().map_or(0, |m| m + 1);
+                for id in first..first + n {
                     events.push(DomainEvent::Cpu {
-                        id: next,
+                        id,
                         action: HotplugAction::Add,
                     });
                     events.push(DomainEvent::Cpu {
-                        id: next,
+                        id,
                         action: HotplugAction::Online,
                     });
-                    next += 1;
                 }
             }
             Step::RemoveCpus(n) => {
@@ -602,17 +648,20 @@ impl SimulatedHost {
             Step::Malformed(n) => {
                 return (0..n)
                     .map(|i| {
-                        format!("online@/devices/system/memory/memoryX{i}\0ACTION=online\0DEVPATH=/devices/system/memory/memoryX{i}\0SUBSYSTEM=memory\0")
-                            .into_bytes()
+                        StepUevent::Raw(format!("online@/devices/system/memory/memoryX{i}\0ACTION=online\0DEVPATH=/devices/system/memory/memoryX{i}\0SUBSYSTEM=memory\0")
+                            .into_bytes())
                     })
                     .collect();
             }
-            Step::Pause(_) => {}
+            Step::Pause(_) | Step::StayQuiet => {}
         }
         events
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(seq, e)| uevent::encode_kernel_message(e, seq as u64))
+            .map(|(seq, event)| StepUevent::Event {
+                event,
+                seqnum: seq as u64,
+            })
             .collect()
     }
 
@@ -620,17 +669,21 @@ impl SimulatedHost {
         let watch = Watch::default();
         let scenario = self.scenario.clone();
         for step in &scenario.steps {
-            if let Step::Pause(duration) = step {
-                tokio::time::sleep(*duration).await;
-                continue;
+            match step {
+                Step::Pause(duration) => {
+                    tokio::time::sleep(*duration).await;
+                    continue;
+                }
+                Step::StayQuiet => std::future::pending::<()>().await,
+                _ => {}
             }
-            let messages = Self::step_messages(&mut self.model(), step);
-            for chunk in messages.chunks(scenario.batch_size.max(1)) {
+            let uevents = Self::step_uevents(&mut self.model(), step);
+            for chunk in uevents.chunks(scenario.batch_size.max(1)) {
                 let mut batch = UeventBatch::default();
                 let findings = {
                     let mut model = self.model();
-                    for message in chunk {
-                        let parsed = uevent::parse_kernel_message(message, watch);
+                    for pending in chunk {
+                        let parsed = uevent::parse_kernel_message(&pending.wire(), watch);
                         if let Ok(uevent::Classified::Event(event)) = &parsed {
                             Self::apply(&mut model, event);
                         }
