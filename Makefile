@@ -167,8 +167,18 @@ test-fast: deps
 	$(CARGO) test --benches --locked
 	bash tests/packaging.sh
 
-# Every tier. The slow one (QEMU guests) joins here once it lands.
-test: test-fast
+# The slow tier: real Debian kernels in QEMU (KVM when it works, software emulation otherwise). Installs
+# qemu-system-x86, busybox-static, kexec-tools, cpio, kmod on first use; kernels are cached in
+# $(GUEST_CACHE). See docs/README-guest.md.
+GUEST_CACHE ?= /var/tmp/kdump-hotplugd-guest
+export KDUMP_HOTPLUGD_GUEST_CACHE := $(GUEST_CACHE)
+
+test-guest: deps
+	bash tests/guest/setup.sh host
+	$(CARGO) test --locked --test guest -- --ignored --test-threads=1 --nocapture
+
+# Every tier.
+test: test-fast test-guest
 
 # Benchmarks (BENCHMARKS.md): criterion's event path and snapshot, then the report that prints one table
 # against the targets. Knobs: BENCH_RUNS, BENCH_UDEV_EVENTS, BENCH_IDLE_SECONDS (see benches/storm.rs);
