@@ -90,8 +90,8 @@ start-daemon)
     ;;
 daemon-status)
     # The daemon's last published status line (it logs every change).
-    # Only summary lines ("idle: 3 ranges, crash kernel loaded, …"); other status lines carry the reason.
-    echo "@@ STATUS $(grep -E ' (status|READY): [a-z]+( \(paused\))?: [0-9]+ ranges, ' /run/daemon.log | tail -n 1 \
+    # Only summary lines ("idle: ranges 3, crash kernel loaded, …"); other status lines carry the reason.
+    echo "@@ STATUS $(grep -E ' (status|READY): [a-z]+( \(paused\))?: ranges [0-9]+, ' /run/daemon.log | tail -n 1 \
         | sed 's/.* \(status\|READY\): //')"
     ;;
 slow-load)
