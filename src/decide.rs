@@ -11,6 +11,20 @@ use crate::model::{CpuSet, HostSnapshot, MemRange};
 /// `sizeof(Elf64_Phdr)`: the header holds one per memory range, CPU note, vmcoreinfo and kernel text.
 pub const ELF64_PHDR_SIZE: u64 = 56;
 
+/// `sizeof(Elf64_Ehdr)`: the header starts with one.
+pub const ELF64_EHDR_SIZE: u64 = 64;
+
+/// The kernel places every kexec segment in whole pages (`kexec_add_buffer` aligns `memsz` to `PAGE_SIZE`,
+/// kernel/kexec_file.c) and rounds the header it builds the same way (`ELF_CORE_HEADER_ALIGN`,
+/// `crash_prepare_elf64_headers` in kernel/crash_core.c). x86 pages are 4 KiB.
+pub const ELFCOREHDR_ALIGN: u64 = 4096;
+
+/// Bytes the kernel's elfcorehdr takes with `phdrs` program headers, as both the load and the in-place update
+/// size it: the ELF header, the program headers, rounded up to a page.
+pub fn elfcorehdr_bytes(phdrs: u64) -> u64 {
+    (ELF64_EHDR_SIZE + phdrs * ELF64_PHDR_SIZE).next_multiple_of(ELFCOREHDR_ALIGN)
+}
+
 /// Program headers in the kernel's x86 elfcorehdr that are not memory ranges or CPU notes: vmcoreinfo and the
 /// kernel text mapping (`arch_crash_get_elfcorehdr_size()` in arch/x86/kernel/crash.c counts `2 +
 /// CONFIG_NR_CPUS_DEFAULT + CONFIG_CRASH_MAX_MEMORY_RANGES`).
@@ -64,15 +78,20 @@ pub struct Capacity {
 
 /// The memory ranges that fit in the header buffer the kernel sizes at `kexec_file_load` time.
 ///
-/// The buffer holds `crash_elfcorehdr_size / sizeof(Elf64_Phdr)` program headers after the ELF header
-/// (arch/x86/kernel/crash.c: `crash_load_segments` sizes it as the Ehdr plus `arch_crash_get_elfcorehdr_size()`).
-/// When the kernel rebuilds it (`crash_prepare_elf64_headers` in kernel/crash_core.c) it writes one PT_NOTE per
-/// possible CPU, one for vmcoreinfo, one PT_LOAD for the kernel text, then one per memory range; the update is
-/// refused when that exceeds the buffer (`arch_crash_handle_hotplug_event`: "elfsz > memsz").
+/// `crash_elfcorehdr_size` is `arch_crash_get_elfcorehdr_size()`: the program headers only, `(2 +
+/// NR_CPUS_DEFAULT + CRASH_MAX_MEMORY_RANGES) × sizeof(Elf64_Phdr)`. The segment the kernel loads is the ELF
+/// header plus that, rounded up to a page ([`elfcorehdr_bytes`]; `crash_load_segments` in
+/// arch/x86/kernel/crash.c, `kexec_add_buffer`). When the kernel rebuilds the header (`crash_prepare_elf64_headers`
+/// in kernel/crash_core.c) it writes one PT_NOTE per possible CPU, one for vmcoreinfo, one PT_LOAD for the kernel
+/// text, then one per memory range, also page-rounded; the update is refused when that exceeds the segment
+/// (`arch_crash_handle_hotplug_event`: "elfsz > memsz"). So the ranges that fit are the program headers the
+/// whole segment holds, minus the CPU notes and the two others: the page rounding gives up to 73 more than the
+/// configured maximum, and possible CPUs below NR_CPUS_DEFAULT give theirs to memory.
 pub fn capacity(snapshot: &HostSnapshot, settings: &Settings) -> Capacity {
     match snapshot.crash.elfcorehdr_size {
         Some(size) => {
-            let slots = size / ELF64_PHDR_SIZE;
+            let segment = (ELF64_EHDR_SIZE + size).next_multiple_of(ELFCOREHDR_ALIGN);
+            let slots = (segment - ELF64_EHDR_SIZE) / ELF64_PHDR_SIZE;
             let cpu_notes = snapshot.possible_cpus.len() as u64;
             Capacity {
                 ranges: slots.saturating_sub(NON_MEMORY_PHDRS + cpu_notes),
@@ -454,7 +473,8 @@ mod tests {
             loaded: true,
             kernel_updates_memory: true,
             kernel_updates_cpu: true,
-            // Room for 2 + 4 CPUs + 8 ranges, as a kernel with NR_CPUS_DEFAULT=4 and 8 ranges would say.
+            // A kernel with NR_CPUS_DEFAULT=4 and 8 ranges says (2 + 4 + 8) × 56 = 784 bytes; loaded, that is one
+            // page: (4096 - 64) / 56 = 72 program headers, 66 of them for memory with 4 possible CPUs.
             elfcorehdr_size: Some((2 + 4 + 8) * ELF64_PHDR_SIZE),
             ..CrashState::default()
         }
@@ -590,6 +610,32 @@ mod tests {
     }
 
     #[test]
+    fn capacity_counts_the_whole_page_rounded_segment_and_only_possible_cpus() {
+        let with = |size: u64, possible: &[u32]| {
+            let mut snapshot = host(boot_ranges(), self_updating());
+            snapshot.crash.elfcorehdr_size = Some(size);
+            snapshot.possible_cpus = cpus(possible);
+            capacity(&snapshot, &settings()).ranges
+        };
+        // Debian's 6.12: NR_CPUS_DEFAULT 8192 and 8192 ranges, 917,616 bytes; with the ELF header, 225 pages hold
+        // 16,456 program headers, and a 4-CPU guest leaves 16,450 of them to memory.
+        assert_eq!(
+            with((2 + 8192 + 8192) * ELF64_PHDR_SIZE, &[0, 1, 2, 3]),
+            16_450
+        );
+        // The sparse-host fixture: NR_CPUS_DEFAULT 64, 8 possible CPUs: 113 pages, 8,264 headers.
+        assert_eq!(
+            with((2 + 64 + 8192) * ELF64_PHDR_SIZE, &[0, 1, 2, 3, 4, 5, 6, 7]),
+            8_254
+        );
+        // The guest tier's small kernel (NR_CPUS_DEFAULT 8, 4 ranges) fits in one page: 72 headers.
+        assert_eq!(with((2 + 8 + 4) * ELF64_PHDR_SIZE, &[0]), 69);
+        // The boundary: a header that exactly fills a page, and one more program header needing a second page.
+        assert_eq!(elfcorehdr_bytes(72), 4096);
+        assert_eq!(elfcorehdr_bytes(73), 8192);
+    }
+
+    #[test]
     fn self_updating_kernel_within_capacity_is_skipped() {
         let before = host(boot_ranges(), self_updating());
         let mut ranges = boot_ranges();
@@ -601,11 +647,11 @@ mod tests {
             &Triggers::default(),
             &settings(),
         );
-        // 14 slots - 2 - 4 possible CPUs = 8 ranges.
+        // One page of 72 program headers - 2 - 4 possible CPUs = 66 ranges.
         assert_eq!(
             a.capacity,
             Capacity {
-                ranges: 8,
+                ranges: 66,
                 source: CapacitySource::ElfcorehdrSize
             }
         );
@@ -625,7 +671,7 @@ mod tests {
     fn overflowing_the_kernel_buffer_reloads_through_kexec_load_even_when_crash_hotplug_reads_1() {
         let before = host(boot_ranges(), self_updating());
         let mut ranges = boot_ranges();
-        ranges.extend(sparse(7));
+        ranges.extend(sparse(65));
         let now = host(ranges, self_updating());
         let a = decide(
             Some(&LoadedHeader::of(&before)),
@@ -633,24 +679,24 @@ mod tests {
             &Triggers::default(),
             &settings(),
         );
-        assert_eq!(a.needed, 9);
+        assert_eq!(a.needed, 67);
         assert_eq!(
             a.decision,
             Decision::Reload {
                 reasons: vec![
                     ReloadReason::BufferTooSmall {
-                        needed: 9,
-                        capacity: 8
+                        needed: 67,
+                        capacity: 66
                     },
                     ReloadReason::RangesChanged {
-                        added: 7,
+                        added: 65,
                         removed: 0
                     },
                 ],
                 loader: LoaderChoice::KexecLoad
             }
         );
-        assert_eq!(a.decision.buffer_too_small(), Some((9, 8)));
+        assert_eq!(a.decision.buffer_too_small(), Some((67, 66)));
     }
 
     #[test]
