@@ -94,6 +94,21 @@ impl Drop for PrivateBus {
     }
 }
 
+/// Starts `command` with a NOTIFY_SOCKET bound in `dir` and its stderr in `dir/stderr`.
+fn start(dir: &std::path::Path, mut command: Command) -> (UnixDatagram, Daemon) {
+    let socket_path = dir.join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let stderr = dir.join("stderr");
+    let child = command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (socket, Daemon { child, stderr })
+}
+
 /// Datagrams until one satisfies `wanted`, or the deadline.
 fn wait_for(socket: &UnixDatagram, daemon: &Daemon, wanted: impl Fn(&str) -> bool) -> String {
     let until = Instant::now() + DEADLINE;
@@ -155,9 +170,6 @@ fn woke(
 #[test]
 fn real_run_is_ready_idle_reacts_and_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr = dir.path().join("stderr");
     // Idle includes the D-Bus connection when a bus can be had: zbus must not tick either.
     let bus = PrivateBus::start();
     if bus.is_none() {
@@ -166,18 +178,13 @@ fn real_run_is_ready_idle_reacts_and_stops() {
     let bus_arg = bus
         .as_ref()
         .map_or("none".to_owned(), |b| b.address.clone());
-    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"));
+    command
         .args(["run", "--dry-run", "--events", "kernel", "--bus", &bus_arg])
-        .env("NOTIFY_SOCKET", &socket_path)
         .env_remove("WATCHDOG_USEC")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let daemon = Daemon { child, stderr };
+        .env("RUST_LOG", "info");
+    let (socket, daemon) = start(dir.path(), command);
+    let pid = daemon.child.id();
 
     let ready = wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     assert!(ready.contains("STATUS="), "{ready}");
@@ -285,34 +292,22 @@ fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
     .unwrap();
     std::fs::set_permissions(&kexec, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr = dir.path().join("stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
-        .arg("run")
-        .arg("--sysroot")
-        .arg(&root)
-        .args([
-            "--loader",
-            "kexec-tools",
-            "--kernel",
-            "/boot/vmlinuz",
-            "--initrd",
-            "/boot/initrd.img",
-            "--cmdline",
-            "console=ttyS0 reset_devices",
-            "--events",
-            "kernel",
-            "--bus",
-            "none",
-        ])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, stderr };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"));
+    command.arg("run").arg("--sysroot").arg(&root).args([
+        "--loader",
+        "kexec-tools",
+        "--kernel",
+        "/boot/vmlinuz",
+        "--initrd",
+        "/boot/initrd.img",
+        "--cmdline",
+        "console=ttyS0 reset_devices",
+        "--events",
+        "kernel",
+        "--bus",
+        "none",
+    ]);
+    let (socket, daemon) = start(dir.path(), command);
     wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     let status = wait_for(&socket, &daemon, |t| {
         t.contains("reloads ") && !t.contains("reloads 0 ")
@@ -364,23 +359,15 @@ fn dry_run_logs_what_it_would_load() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, text).unwrap();
     }
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr = dir.path().join("stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"));
+    command
         .arg("run")
         .arg("--dry-run")
         .arg("--sysroot")
         .arg(&root)
         .args(["--events", "kernel", "--bus", "none"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, stderr };
+        .env("RUST_LOG", "info");
+    let (socket, daemon) = start(dir.path(), command);
     wait_for(&socket, &daemon, |t| {
         t.contains("STATUS=idle") && t.contains("1 skipped")
     });
@@ -419,10 +406,8 @@ fn dry_run_logs_what_it_would_load() {
 #[test]
 fn hidden_addresses_are_an_error_not_empty_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr = dir.path().join("stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"));
+    command
         .arg("run")
         .arg("--sysroot")
         .arg(
@@ -436,14 +421,8 @@ fn hidden_addresses_are_an_error_not_empty_ranges() {
             "kernel",
             "--bus",
             "none",
-        ])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, stderr };
+        ]);
+    let (socket, daemon) = start(dir.path(), command);
     let ready = wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     assert!(ready.contains("STATUS=error: "), "{ready}");
     assert!(ready.contains("every address as 0"), "{ready}");
@@ -464,24 +443,16 @@ fn hidden_addresses_are_an_error_not_empty_ranges() {
 #[test]
 fn watchdog_pings_when_the_service_manager_asks() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let stderr = dir.path().join("stderr");
     // WATCHDOG_PID must be the daemon's own pid: the shell's, which exec hands to the daemon.
-    let child = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command
         .args([
             "-c",
             "WATCHDOG_PID=$$ exec \"$0\" run --dry-run --events kernel --bus none",
             env!("CARGO_BIN_EXE_kdump-hotplugd"),
         ])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, stderr };
+        .env("WATCHDOG_USEC", "200000");
+    let (socket, daemon) = start(dir.path(), command);
     wait_for(&socket, &daemon, |t| t.contains("READY=1"));
     for _ in 0..3 {
         wait_for(&socket, &daemon, |t| t == "WATCHDOG=1\n");
