@@ -193,6 +193,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
         );
         let _ = tokio::time::timeout_at(deadline, status.changed()).await;
     }
+    // The clock is paused: this advances virtual time past every debounce deadline, instantly.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         status.borrow().counters.reloads,
