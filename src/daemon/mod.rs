@@ -129,6 +129,8 @@ pub struct Daemon {
     /// What the loaded crash kernel's header holds, as far as the daemon knows.
     loaded: Option<LoadedHeader>,
     last_snapshot: Option<HostSnapshot>,
+    /// READY=1 was sent: STATUS= changes go to the service manager only after it, READY carries the first.
+    ready: bool,
     paused: bool,
     /// Events arrived while paused: one reload follows the unpause.
     missed_while_paused: bool,
@@ -185,6 +187,7 @@ impl Daemon {
             notices,
             loaded: None,
             last_snapshot: None,
+            ready: false,
             paused: false,
             missed_while_paused: false,
             source_finished: false,
@@ -285,6 +288,7 @@ impl Daemon {
         }
         self.publish(|_| {});
         let summary = self.status_tx.borrow().summary();
+        self.ready = true;
         self.notifier
             .notify(Notification::Ready { status: summary });
     }
@@ -645,7 +649,7 @@ impl Daemon {
             status_changed = status.state != before.state || status.last_error != before.last_error;
             *status != before
         });
-        if status_changed {
+        if status_changed && self.ready {
             let summary = self.status_tx.borrow().summary();
             self.notifier.notify(Notification::Status(summary));
         }
