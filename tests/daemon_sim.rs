@@ -77,6 +77,13 @@ async fn a_self_updating_kernel_needs_no_reload() {
     assert_eq!(c.reloads_skipped, 1);
     assert!(outcome.loads.is_empty());
     assert!(outcome.coverage.missing().is_empty());
+    // A skip never tells the service manager it is reloading.
+    let reloading: Vec<_> = outcome
+        .notifications
+        .iter()
+        .filter(|n| matches!(n, Notification::Status(s) if s.starts_with("reloading")))
+        .collect();
+    assert!(reloading.is_empty(), "{reloading:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -378,12 +378,14 @@ impl Daemon {
         if !self.debouncer.due(now) {
             return;
         }
-        self.debouncer.on_reload_started(now);
         let triggers = std::mem::take(&mut self.triggers);
+        // The debouncer enters its reload phase only once the decision is made, so that what the snapshot
+        // publishes meanwhile never shows a "reloading" that a skip or a refusal did not do.
         let snapshot = match self.reader.take() {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 self.record_snapshot_error(&error);
+                self.debouncer.on_reload_started(now);
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Failed { retry: true });
                 self.triggers = triggers;
@@ -403,6 +405,7 @@ impl Daemon {
                 .notices
                 .send(Notice::KernelBufferTooSmall { needed, capacity });
         }
+        self.debouncer.on_reload_started(now);
         match assessment.decision.clone() {
             Decision::Skip { reason } => {
                 if matches!(reason, decide::SkipReason::KernelUpdatesHeader { .. }) {
