@@ -104,14 +104,23 @@ fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Resu
     })
 }
 
-/// Waits for readiness, drains, sends non-empty batches; ends when the daemon's channel closes or on a socket
-/// error (logged: the daemon keeps running on signals and D-Bus, and says it lost its source).
+/// Registers `socket` with the runtime, then waits for readiness, drains, sends non-empty batches; ends when
+/// the daemon's channel closes or on a socket error (logged: the daemon keeps running on signals and D-Bus,
+/// and says it lost its source).
 async fn pump<T: AsRawFd>(
     name: &str,
-    fd: AsyncFd<T>,
+    socket: T,
     events: mpsc::Sender<Event>,
     mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<(), Errno>,
 ) {
+    let fd: AsyncFd<T> = match super::register_readable(socket) {
+        Ok(fd) => fd,
+        Err(error) => {
+            tracing::error!(source = name, "{}", SourceError::Register(error));
+            let _ = events.send(Event::SourceFinished).await;
+            return;
+        }
+    };
     loop {
         let mut guard = match fd.readable().await {
             Ok(guard) => guard,
@@ -189,16 +198,8 @@ impl EventSource for KernelUevents {
     fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
         Box::pin(async move {
             let watch = self.watch;
-            let fd = match super::register_readable(self.socket) {
-                Ok(fd) => fd,
-                Err(error) => {
-                    tracing::error!("{}", SourceError::Register(error));
-                    let _ = events.send(Event::SourceFinished).await;
-                    return;
-                }
-            };
             let mut buffer = vec![0u8; MESSAGE_BUFFER];
-            pump("kernel", fd, events, move |socket, batch| {
+            pump("kernel", self.socket, events, move |socket, batch| {
                 let (len, from) = recvfrom::<NetlinkAddr>(socket.as_raw_fd(), &mut buffer)?;
                 // Only the kernel (port id 0) sends kernel uevents; anything else is forged or misrouted.
                 if from.map(|a| a.pid()) != Some(0) {
@@ -267,15 +268,7 @@ impl EventSource for UdevUevents {
     fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
         Box::pin(async move {
             let watch = self.watch;
-            let fd = match super::register_readable(self.socket) {
-                Ok(fd) => fd,
-                Err(error) => {
-                    tracing::error!("{}", SourceError::Register(error));
-                    let _ = events.send(Event::SourceFinished).await;
-                    return;
-                }
-            };
-            pump("udev", fd, events, move |socket, batch| {
+            pump("udev", self.socket, events, move |socket, batch| {
                 // libudev returns NULL for "nothing more", for a dropped message and for errors alike; errno
                 // tells them apart (EAGAIN, ENOBUFS).
                 Errno::clear();
