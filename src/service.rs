@@ -369,6 +369,17 @@ mod tests {
         }
     }
 
+    /// What SIGHUP sends, waiting until the loop has applied it.
+    async fn reload_config(handle: &crate::daemon::DaemonHandle) {
+        let (reply, replied) = oneshot::channel();
+        handle
+            .events
+            .send(Event::ConfigReload { reply: Some(reply) })
+            .await
+            .unwrap();
+        replied.await.unwrap().unwrap();
+    }
+
     fn fixture() -> Sysroot {
         Sysroot::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -476,23 +487,11 @@ mod tests {
         }));
         let running = tokio::spawn(daemon.run(Box::new(Silent)));
         assert_eq!(handle.status.borrow().loader, "kexec_file_load");
-        let (reply, replied) = oneshot::channel();
-        handle
-            .events
-            .send(Event::ConfigReload { reply: Some(reply) })
-            .await
-            .unwrap();
-        replied.await.unwrap().unwrap();
+        reload_config(&handle).await;
         assert_eq!(*built.lock().unwrap(), [LoaderKind::Command]);
         assert_eq!(handle.status.borrow().loader, "/bin/true");
         // The same settings again: nothing to rebuild.
-        let (reply, replied) = oneshot::channel();
-        handle
-            .events
-            .send(Event::ConfigReload { reply: Some(reply) })
-            .await
-            .unwrap();
-        replied.await.unwrap().unwrap();
+        reload_config(&handle).await;
         assert_eq!(built.lock().unwrap().len(), 1);
         handle.events.send(Event::Shutdown).await.unwrap();
         running.await.unwrap();

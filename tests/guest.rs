@@ -169,6 +169,31 @@ fn self_updating_kernel_daemon_skips_dump_complete() {
     assert_dump_covers(&guest.name, &iomem, &dump);
 }
 
+/// After a CPU burst: all four CPUs online, the guest quiet, the daemon idle again; prints and returns the burst's
+/// figures.
+fn after_cpu_burst(
+    guest: &mut Guest,
+    before: &DaemonStatus,
+    since: f64,
+    what: &str,
+) -> (DaemonStatus, Figures) {
+    let online = guest.run_ok("guest-tools online-cpus", guest.accel.scale(60));
+    assert!(
+        online.iter().any(|l| l.contains("@@ CPUS 0-3")),
+        "all four CPUs online: {online:?}"
+    );
+    let limit = guest.accel.scale(40).as_secs();
+    guest.run_ok(
+        &format!("guest-tools settle 3 {limit}"),
+        guest.accel.scale(50),
+    );
+    let after = wait_daemon_idle_after(guest, before);
+    let figures = figures(guest, since);
+    print_figures(&guest.name, what, &figures);
+    println!("[{}] daemon: {}", guest.name, after.line);
+    (after, figures)
+}
+
 /// CPU hot-add (`-smp 1,maxcpus=4`, QMP `device_add`, the guest onlines each CPU as a udev rule would): the
 /// daemon reloads or skips as the kernel requires, and the dump has one CPU note per CPU online at the crash.
 fn cpu_hot_add(flavour: &str) {
@@ -185,20 +210,7 @@ fn cpu_hot_add(flavour: &str) {
         "n=0; until [ \"$(cat /sys/devices/system/cpu/present)\" = 0-3 ]; do usleep 100000; n=$((n+1)); [ $n -gt 300 ] && { echo present: $(cat /sys/devices/system/cpu/present); exit 1; }; done; true",
         guest.accel.scale(40),
     );
-    let online = guest.run_ok("guest-tools online-cpus", guest.accel.scale(60));
-    assert!(
-        online.iter().any(|l| l.contains("@@ CPUS 0-3")),
-        "all four CPUs online: {online:?}"
-    );
-    let limit = guest.accel.scale(40).as_secs();
-    guest.run_ok(
-        &format!("guest-tools settle 3 {limit}"),
-        guest.accel.scale(50),
-    );
-    let after = wait_daemon_idle_after(&mut guest, &before);
-    let figures = figures(&mut guest, since);
-    print_figures(&guest.name, "daemon, CPU hot-add", &figures);
-    println!("[{}] daemon: {}", guest.name, after.line);
+    let (after, _) = after_cpu_burst(&mut guest, &before, since, "daemon, CPU hot-add");
     let log = daemon_log(&mut guest);
     let decisions: Vec<&String> = log.iter().filter(|l| l.contains(" decided")).collect();
     println!("[{}] daemon decisions: {decisions:?}", guest.name);
@@ -273,24 +285,12 @@ fn cpu_offline_online_self_updating_kernel() {
         "for c in 1 2 3; do echo 0 > /sys/devices/system/cpu/cpu$c/online; done",
         guest.accel.scale(60),
     );
-    let online = guest.run_ok("guest-tools online-cpus", guest.accel.scale(60));
-    assert!(
-        online.iter().any(|l| l.contains("@@ CPUS 0-3")),
-        "all four CPUs online: {online:?}"
-    );
-    let limit = guest.accel.scale(40).as_secs();
-    guest.run_ok(
-        &format!("guest-tools settle 3 {limit}"),
-        guest.accel.scale(50),
-    );
-    let after = wait_daemon_idle_after(&mut guest, &before);
-    let figures = figures(&mut guest, since);
-    print_figures(
-        &guest.name,
+    let (after, figures) = after_cpu_burst(
+        &mut guest,
+        &before,
+        since,
         "daemon, CPU offline/online, self-updating kernel",
-        &figures,
     );
-    println!("[{}] daemon: {}", guest.name, after.line);
     assert_eq!(
         after.reloads, before.reloads,
         "no reload: the kernel updates the header for CPUs: {after:?}"
