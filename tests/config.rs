@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kdump_hotplugd::config::{
-    self, ConfigError, DebounceSettings, EventSettings, EventSourceKind, InitialLoad, LoaderKind,
+    self, ConfigError, DebounceTimings, EventSettings, EventSourceKind, InitialLoad, LoaderKind,
     LoaderSettings, Origin, Settings,
 };
-use kdump_hotplugd::sysroot::Sysroot;
+use kdump_hotplugd::host::sysroot::Sysroot;
 
 const MAIN: &str = "/etc/kdump-hotplugd/config.toml";
 const USR: &str = "/usr/lib/kdump-hotplugd/config.d";
@@ -56,9 +56,9 @@ impl Root {
 
 fn with_quiet_window(ms: u64) -> Settings {
     Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window: Duration::from_millis(ms),
-            ..DebounceSettings::default()
+            ..DebounceTimings::default()
         },
         ..Settings::default()
     }
@@ -125,10 +125,10 @@ initial_load = "never"
 "#,
     );
     let expected = Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window: Duration::from_millis(500),
             max_delay: Duration::from_millis(4000),
-            ..DebounceSettings::default()
+            ..DebounceTimings::default()
         },
         loader: LoaderSettings {
             kind: LoaderKind::Command,
@@ -158,10 +158,10 @@ fn drop_ins_apply_after_the_main_file() {
     )
     .write(&format!("{USR}/50-vendor.toml"), &quiet(6));
     let expected = Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window: Duration::from_millis(6),
             max_delay: Duration::from_millis(7000),
-            ..DebounceSettings::default()
+            ..DebounceTimings::default()
         },
         ..Settings::default()
     };

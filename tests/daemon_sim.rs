@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use kdump_hotplugd::config::{ConfigError, Settings};
+use kdump_hotplugd::core::decide::LoaderChoice;
 use kdump_hotplugd::daemon::{Event, Request, State};
-use kdump_hotplugd::decide::LoaderChoice;
-use kdump_hotplugd::edge::sim::{LoaderBehaviour, Scenario, Step};
 use kdump_hotplugd::edge::Notification;
-use kdump_hotplugd::simulate::{Simulation, SimulationOutcome};
+use kdump_hotplugd::sim::run::{Simulation, SimulationOutcome};
+use kdump_hotplugd::sim::{LoaderBehaviour, Scenario, Step};
 use tokio::sync::oneshot;
 
 fn default_config() -> Box<dyn FnMut() -> Result<Settings, ConfigError> + Send> {
@@ -55,10 +55,10 @@ async fn a_terabyte_of_virtio_mem_is_one_reload() {
 async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
     // The control: the same host and plug, but nobody reloads. Proves the coverage check can fail.
     let s = scenario("virtio-mem-1t");
-    let host = kdump_hotplugd::edge::sim::SimulatedHost::new(s).expect("host");
+    let host = kdump_hotplugd::sim::SimulatedHost::new(s).expect("host");
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let source: Box<dyn kdump_hotplugd::edge::EventSource> = Box::new(host.clone());
-    let task = tokio::spawn(source.run(tx));
+    let task = tokio::spawn(source.run(kdump_hotplugd::messages::UeventSender::new(tx)));
     while let Some(event) = rx.recv().await {
         if matches!(event, Event::SourceFinished) {
             break;

@@ -6,9 +6,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+use kdump_hotplugd::core::kmsg_record::KernelFinding;
 use kdump_hotplugd::daemon::Event;
-use kdump_hotplugd::edge::kernel_log::{read_all, KernelLog};
-use kdump_hotplugd::kmsg::KernelFinding;
+use kdump_hotplugd::edge::kmsg_reader::{read_all, KernelLog};
+use kdump_hotplugd::messages::KernelLogSender;
 use tokio::sync::mpsc;
 
 const FIXTURE: &str = "tests/fixtures/kmsg/hotplug-overflow.txt";
@@ -35,7 +36,7 @@ async fn findings_from_a_pipe_arrive_as_kernel_log_events() {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let log = KernelLog::from_fd(read_end).unwrap();
     let (tx, mut rx) = mpsc::channel(16);
-    let follower = tokio::spawn(log.follow(tx));
+    let follower = tokio::spawn(log.follow(KernelLogSender::new(tx)));
     // Split mid-record: the reader must join partial lines across reads.
     let mut writer = std::fs::File::from(write_end);
     let (first, rest) = fixture.split_at(150);
@@ -82,7 +83,7 @@ async fn dev_kmsg_delivers_only_new_records() {
         std::process::id()
     );
     let (tx, mut rx) = mpsc::channel(16);
-    let follower = tokio::spawn(log.follow(tx));
+    let follower = tokio::spawn(log.follow(KernelLogSender::new(tx)));
     if let Err(error) = std::fs::OpenOptions::new()
         .write(true)
         .open(path)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kdump_hotplugd::decide::LoaderChoice;
+use kdump_hotplugd::core::decide::LoaderChoice;
 use kdump_hotplugd::edge::kexec::{KernelPlan, KexecToolsLoader, KexecToolsMode, PlanOrigin};
 use kdump_hotplugd::edge::{LoadRequest, Loader};
 

@@ -6,10 +6,10 @@ mod sparse_host;
 
 use std::path::PathBuf;
 
-use kdump_hotplugd::model::{CpuSet, MemRange};
-use kdump_hotplugd::parse::iomem::{self, Resource};
-use kdump_hotplugd::parse::{cpulist, sysfs, ParseError};
-use kdump_hotplugd::ranges::{crash_ranges, LOW_MEMORY_END};
+use kdump_hotplugd::core::model::{CpuSet, MemRange};
+use kdump_hotplugd::core::parse::iomem::{self, Resource};
+use kdump_hotplugd::core::parse::{cpulist, sysfs, ParseError};
+use kdump_hotplugd::core::ranges::{crash_ranges, LOW_MEMORY_END};
 use proptest::prelude::*;
 use proptest::sample::Index;
 

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use kdump_hotplugd::daemon::Event;
-use kdump_hotplugd::edge::uevents::KernelUevents;
+use kdump_hotplugd::core::model::{DomainEvent, HotplugAction};
+use kdump_hotplugd::core::uevent_record::Watch;
+use kdump_hotplugd::edge::uevent_source::KernelUevents;
 use kdump_hotplugd::edge::EventSource;
-use kdump_hotplugd::model::{DomainEvent, HotplugAction};
-use kdump_hotplugd::uevent::Watch;
+use kdump_hotplugd::messages::{Event, UeventSender};
 use tokio::sync::mpsc;
 
 const CPU0: &str = "/sys/devices/system/cpu/cpu0/uevent";
@@ -52,7 +52,7 @@ async fn kernel_netlink_source_delivers_real_cpu_and_memory_uevents() {
     };
     assert!(source.receive_buffer() > 0);
     let (tx, mut rx) = mpsc::channel(64);
-    let task = tokio::spawn(Box::new(source).run(tx));
+    let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
 
     if let Err(reason) = trigger(CPU0) {
         eprintln!("SKIP: {reason}");
@@ -96,7 +96,7 @@ async fn unwatched_kinds_do_not_wake_the_owner_loop() {
         return;
     };
     let (tx, mut rx) = mpsc::channel(64);
-    let task = tokio::spawn(Box::new(source).run(tx));
+    let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
     if trigger(CPU0).is_err() || !std::path::Path::new(MEMORY0).exists() {
         eprintln!("SKIP: cannot trigger both uevents here");
         task.abort();
@@ -141,7 +141,7 @@ async fn an_overflowing_socket_reports_lost_uevents() {
         }
     }
     let (tx, mut rx) = mpsc::channel(64);
-    let task = tokio::spawn(Box::new(source).run(tx));
+    let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
     let mut lost = 0;
     let mut seen = 0;
     tokio::time::timeout(DEADLINE, async {
@@ -167,7 +167,7 @@ async fn an_overflowing_socket_reports_lost_uevents() {
 /// nothing here, so delivery through it is left to hosts with udevd.
 #[test]
 fn udev_monitor_opens_with_an_enlarged_buffer() {
-    let source = kdump_hotplugd::edge::uevents::UdevUevents::open(Watch::default())
+    let source = kdump_hotplugd::edge::uevent_source::UdevUevents::open(Watch::default())
         .expect("the udev monitor opens");
     assert!(
         source.receive_buffer() >= 212_992,
@@ -193,7 +193,7 @@ async fn a_queued_burst_is_one_batch() {
         }
     }
     let (tx, mut rx) = mpsc::channel(64);
-    let task = tokio::spawn(Box::new(source).run(tx));
+    let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
     let first = tokio::time::timeout(DEADLINE, rx.recv())
         .await
         .expect("no batch")

@@ -5,11 +5,11 @@ mod sparse_host;
 
 use std::path::PathBuf;
 
-use kdump_hotplugd::model::{CpuSet, CrashState, HostSnapshot, MemRange};
-use kdump_hotplugd::snapshot::{
+use kdump_hotplugd::core::model::{CpuSet, CrashState, HostSnapshot, MemRange};
+use kdump_hotplugd::host::snapshot::{
     memory_blocks, MemoryBlock, MemoryBlockState, SnapshotError, SnapshotReader,
 };
-use kdump_hotplugd::sysroot::Sysroot;
+use kdump_hotplugd::host::sysroot::Sysroot;
 use sparse_host::SparseHost;
 
 const MIB: u64 = 1 << 20;

@@ -8,13 +8,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kdump_hotplugd::config::{DebounceSettings, Settings};
-use kdump_hotplugd::debounce::Debouncer;
-use kdump_hotplugd::decide::{decide, Assessment, LoadedHeader, Triggers};
-use kdump_hotplugd::model::{DomainEvent, HostSnapshot, HotplugAction};
-use kdump_hotplugd::snapshot::SnapshotReader;
-use kdump_hotplugd::sysroot::Sysroot;
-use kdump_hotplugd::uevent::{encode_kernel_message, parse_kernel_message, UeventBatch, Watch};
+use kdump_hotplugd::config::{DebounceTimings, Settings};
+use kdump_hotplugd::core::debounce::Debouncer;
+use kdump_hotplugd::core::decide::{decide, Assessment, LoadedHeader, Triggers};
+use kdump_hotplugd::core::model::{DomainEvent, HostSnapshot, HotplugAction};
+use kdump_hotplugd::core::uevent_record::{
+    encode_kernel_message, parse_kernel_message, UeventBatch, Watch,
+};
+use kdump_hotplugd::host::snapshot::SnapshotReader;
+use kdump_hotplugd::host::sysroot::Sysroot;
 
 #[path = "../../tests/fixtures/sparse_host.rs"]
 mod sparse_host;
@@ -61,7 +63,7 @@ pub fn handle_storm(messages: &[Vec<u8>], mut debouncer: Debouncer, start: Insta
 }
 
 pub fn new_debouncer() -> Debouncer {
-    Debouncer::new(DebounceSettings::default())
+    Debouncer::new(DebounceTimings::default())
 }
 
 /// Ranges of the fixture's boot memory, below the virtio-mem device.
@@ -135,7 +137,7 @@ impl SnapshotFixture {
             Some(&self.loaded),
             &snapshot,
             &self.triggers,
-            &self.settings,
+            &self.settings.decision_policy(),
         );
         (snapshot, assessment)
     }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::sysroot::Sysroot;
+use crate::host::sysroot::Sysroot;
 
 mod describe;
 mod diagnostics;
@@ -59,24 +59,7 @@ pub enum InitialLoad {
     Never,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DebounceSettings {
-    pub quiet_window: Duration,
-    pub max_delay: Duration,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for DebounceSettings {
-    fn default() -> Self {
-        Self {
-            quiet_window: Duration::from_millis(1000),
-            max_delay: Duration::from_millis(10_000),
-            backoff_initial: Duration::from_millis(1000),
-            backoff_max: Duration::from_millis(60_000),
-        }
-    }
-}
+pub use crate::core::debounce::DebounceTimings;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LoaderSettings {
@@ -127,7 +110,7 @@ impl Default for EventSettings {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Settings {
-    pub debounce: DebounceSettings,
+    pub debounce: DebounceTimings,
     pub loader: LoaderSettings,
     pub events: EventSettings,
     /// Fallback header capacity when the kernel has no `crash_elfcorehdr_size`: its
@@ -140,10 +123,19 @@ pub struct Settings {
     pub watch_kernel_log: bool,
 }
 
+impl Settings {
+    /// The plain values the pure decision takes from the configuration.
+    pub fn decision_policy(&self) -> crate::core::decide::Policy {
+        crate::core::decide::Policy {
+            configured_max_memory_ranges: self.kernel_max_memory_ranges,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            debounce: DebounceSettings::default(),
+            debounce: DebounceTimings::default(),
             loader: LoaderSettings::default(),
             events: EventSettings::default(),
             kernel_max_memory_ranges: 8192,

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::ConfigError;
-use crate::sysroot::Sysroot;
+use crate::host::sysroot::Sysroot;
 
 /// The main file, applied before every drop-in. Optional.
 pub const MAIN_FILE: &str = "/etc/kdump-hotplugd/config.toml";

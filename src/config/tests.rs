@@ -70,7 +70,7 @@ initial_load = "always"
 watch_kernel_log = false
 "#;
     let expected = Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window: Duration::from_millis(250),
             max_delay: Duration::from_millis(5000),
             backoff_initial: Duration::from_millis(500),
@@ -122,10 +122,10 @@ fn later_text_wins_per_key_only() {
         ("b", "[debounce]\nquiet_window_ms = 15\n"),
     ]);
     let expected = Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window: Duration::from_millis(15),
             max_delay: Duration::from_millis(20),
-            ..DebounceSettings::default()
+            ..DebounceTimings::default()
         },
         ..Settings::default()
     };
@@ -500,7 +500,7 @@ proptest! {
             Ok((settings, _)) => {
                 prop_assert!(valid);
                 let millis = |n: i64| Duration::from_millis(n.unsigned_abs());
-                prop_assert_eq!(settings.debounce, DebounceSettings {
+                prop_assert_eq!(settings.debounce, DebounceTimings {
                     quiet_window: millis(quiet),
                     max_delay: millis(max),
                     backoff_initial: millis(initial),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::inputs::{Inputs, Sourced};
 use super::{
-    ConfigError, DebounceSettings, EventSettings, LoaderKind, LoaderSettings, Origin, Settings,
+    ConfigError, DebounceTimings, EventSettings, LoaderKind, LoaderSettings, Origin, Settings,
 };
 
 /// Upper bound for every duration: a day is far beyond any sensible delay, and the bound keeps
@@ -185,7 +185,7 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
         })?;
 
     Ok(Settings {
-        debounce: DebounceSettings {
+        debounce: DebounceTimings {
             quiet_window,
             max_delay,
             backoff_initial,

@@ -6,65 +6,23 @@ mod status;
 pub use status::{Counters, Notice, State, Status};
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, InitialLoad, Settings};
-use crate::debounce::{Debouncer, Phase, ReloadOutcome};
-use crate::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
-use crate::edge::{
-    EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
-};
-use crate::kmsg::KernelFinding;
-use crate::model::HostSnapshot;
-use crate::snapshot::{SnapshotError, SnapshotReader};
-use crate::uevent::UeventBatch;
+use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
+use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
+use crate::core::model::HostSnapshot;
+use crate::core::uevent_record::UeventBatch;
+use crate::edge::{EventSource, Loader, Notifier};
+use crate::host::snapshot::{SnapshotError, SnapshotReader};
+pub use crate::messages::{Event, ReloadFinished, Request};
+use crate::messages::{LoadRequest, Notification, UeventSender};
 
 /// How a refused configuration reload starts in `LastError`; a later good reload clears it.
 const CONFIG_NOT_RELOADED: &str = "configuration not reloaded, keeping the previous one";
-
-/// Everything the owner loop reacts to.
-#[derive(Debug)]
-pub enum Event {
-    /// Uevents read in one wake-up of the event source.
-    Uevents(UeventBatch),
-    /// The kernel logged that its in-place header update failed.
-    KernelLog(KernelFinding),
-    /// The debouncer's deadline passed: time to decide.
-    DebounceDeadline,
-    /// A reload started by the loop ended.
-    ReloadFinished(ReloadFinished),
-    /// SIGHUP or D-Bus `ReloadConfig()`.
-    ConfigReload {
-        reply: Option<oneshot::Sender<Result<(), String>>>,
-    },
-    /// A request from the D-Bus or CLI side.
-    Request(Request),
-    /// The event source has nothing more to send (simulations end this way).
-    SourceFinished,
-    /// SIGTERM/SIGINT.
-    Shutdown,
-}
-
-#[derive(Debug)]
-pub enum Request {
-    /// Reload now (after the one in flight), whatever changed; replies with the outcome.
-    Reload { reply: oneshot::Sender<String> },
-    /// Stop reacting (events are still counted); unpausing schedules one reload for what was missed.
-    SetPaused {
-        paused: bool,
-        reply: oneshot::Sender<()>,
-    },
-}
-
-#[derive(Debug)]
-pub struct ReloadFinished {
-    pub result: Result<LoadReport, LoadError>,
-    pub request: LoadRequest,
-    pub duration: Duration,
-}
 
 /// Reads the config again on SIGHUP; injected so tests can hand over any outcome.
 pub type ConfigSource = Box<dyn FnMut() -> Result<Settings, ConfigError> + Send>;
@@ -207,7 +165,7 @@ impl Daemon {
     /// Starts the event source and runs the loop until shutdown.
     pub async fn run(mut self, source: Box<dyn EventSource>) -> Report {
         tracing::info!(source = %source.name(), loader = %self.loaders.configured.name(), "starting");
-        let source_task = tokio::spawn(source.run(self.events_tx.clone()));
+        let source_task = tokio::spawn(source.run(UeventSender::new(self.events_tx.clone())));
         self.start();
         let watchdog = self.notifier.watchdog_interval();
         let mut watchdog_timer = watchdog.map(|period| tokio::time::interval(period / 2));
@@ -259,7 +217,7 @@ impl Daemon {
         match self.reader.take() {
             Ok(snapshot) => {
                 let crash = &snapshot.crash;
-                let capacity = decide::capacity(&snapshot, &self.settings);
+                let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
                 tracing::info!(
                     ranges = snapshot.ranges.len(),
                     capacity = capacity.ranges,
@@ -392,7 +350,12 @@ impl Daemon {
                 return;
             }
         };
-        let assessment = decide::decide(self.loaded.as_ref(), &snapshot, &triggers, &self.settings);
+        let assessment = decide::decide(
+            self.loaded.as_ref(),
+            &snapshot,
+            &triggers,
+            &self.settings.decision_policy(),
+        );
         tracing::info!(
             decision = %assessment.decision,
             needed = assessment.needed,
@@ -614,7 +577,7 @@ impl Daemon {
     }
 
     fn absorb_snapshot(&mut self, snapshot: HostSnapshot) {
-        let capacity = decide::capacity(&snapshot, &self.settings);
+        let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
         let capacity_known = snapshot.crash.elfcorehdr_size.is_some();
         self.publish(|s| {
             s.crash_kernel_loaded = snapshot.crash.loaded;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::debounce::Phase;
-use crate::model::MemRange;
+use crate::core::debounce::Phase;
+use crate::core::model::MemRange;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

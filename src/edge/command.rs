@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::edge::{BoxFuture, LoadError, LoadReport, LoadRequest, Loader};
-use crate::sysroot::Sysroot;
+use crate::host::sysroot::Sysroot;
 
 /// Captured output kept in the report: the tail is what says why a tool failed.
 const DETAIL_LIMIT: usize = 4096;
@@ -186,7 +186,7 @@ impl Loader for CommandLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::LoaderChoice;
+    use crate::core::decide::LoaderChoice;
     use std::sync::Arc;
 
     fn request() -> LoadRequest {

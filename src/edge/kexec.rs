@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::LoaderSettings;
-use crate::decide::LoaderChoice;
+use crate::core::decide::LoaderChoice;
 use crate::edge::{BoxFuture, LoadError, LoadReport, LoadRequest, Loader};
-use crate::sysroot::Sysroot;
+use crate::host::sysroot::Sysroot;
 
 /// `kexec_file_load` flags (include/uapi/linux/kexec.h).
 pub const KEXEC_FILE_UNLOAD: libc::c_ulong = 0x1;

@@ -1,22 +1,21 @@
 //! SIGHUP re-reads the config; SIGTERM and SIGINT shut down cleanly.
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 
-use crate::daemon::Event;
+use crate::messages::SignalSender;
 
-/// Forwards signals into the owner loop until the channel closes.
-pub async fn forward(events: mpsc::Sender<Event>) -> std::io::Result<()> {
+/// Forwards signals into the owner loop until it stops.
+pub async fn forward(events: SignalSender) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
-        let event = tokio::select! {
-            _ = hangup.recv() => Event::ConfigReload { reply: None },
-            _ = terminate.recv() => Event::Shutdown,
-            _ = interrupt.recv() => Event::Shutdown,
+        let sent = tokio::select! {
+            _ = hangup.recv() => events.config_reload().await,
+            _ = terminate.recv() => events.shutdown().await,
+            _ = interrupt.recv() => events.shutdown().await,
         };
-        if events.send(event).await.is_err() {
+        if sent.is_err() {
             return Ok(());
         }
     }

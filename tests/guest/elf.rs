@@ -5,7 +5,7 @@
 //! empty per-CPU notes of CPUs that never saved their registers. So the PT_LOADs are the memory the dump
 //! holds, and the NT_PRSTATUS notes are the CPUs that were online at the crash.
 
-use kdump_hotplugd::model::MemRange;
+use kdump_hotplugd::core::model::MemRange;
 
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use kdump_hotplugd::model::MemRange;
-use kdump_hotplugd::parse::iomem::{self, Resource};
-use kdump_hotplugd::ranges::crash_ranges;
+use kdump_hotplugd::core::model::MemRange;
+use kdump_hotplugd::core::parse::iomem::{self, Resource};
+use kdump_hotplugd::core::ranges::crash_ranges;
 use serde_json::json;
 
 use super::elf::{self, DumpHeader};

@@ -6,7 +6,7 @@
 //! so they are rejected here.
 
 use super::{numbered_lines, parse_decimal_u64, quote, ParseError};
-use crate::model::CpuSet;
+use crate::core::model::CpuSet;
 
 /// Largest CPU id accepted. Kernels cap `CONFIG_NR_CPUS` in the thousands; the cap keeps a corrupt file such as
 /// `0-4294967295` from building a set of four billion ids.

@@ -10,8 +10,8 @@
 //! Ranges are never merged, so `crash_ranges(..).len()` is the number of PT_LOAD headers the kernel needs, the
 //! number to compare with the header buffer's capacity.
 
-use crate::model::MemRange;
-use crate::parse::iomem::Resource;
+use crate::core::model::MemRange;
+use crate::core::parse::iomem::Resource;
 
 /// `elf_header_exclude_ranges` cuts `[0, SZ_1M - 1]`: "the low 1M … is always reserved".
 pub const LOW_MEMORY_END: u64 = (1 << 20) - 1;

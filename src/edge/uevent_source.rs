@@ -14,13 +14,14 @@ use nix::sys::socket::{
     SockProtocol, SockType,
 };
 use tokio::io::unix::AsyncFd;
-use tokio::sync::mpsc;
 
 use crate::config::EventSourceKind;
-use crate::daemon::Event;
+use crate::core::uevent_record::{
+    classify, parse_kernel_message, Classified, MalformedUevent, UeventBatch, Watch,
+};
 use crate::edge::{BoxFuture, EventSource};
-use crate::sysroot::Sysroot;
-use crate::uevent::{classify, parse_kernel_message, UeventBatch, Watch};
+use crate::host::sysroot::Sysroot;
+use crate::messages::UeventSender;
 
 /// The kernel's uevent multicast group (lib/kobject_uevent.c sends to group 1).
 const KERNEL_UEVENT_GROUP: u32 = 1;
@@ -110,14 +111,14 @@ fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Resu
 async fn pump<T: AsRawFd>(
     name: &str,
     socket: T,
-    events: mpsc::Sender<Event>,
+    events: UeventSender,
     mut receive: impl FnMut(&T, &mut UeventBatch) -> Result<(), Errno>,
 ) {
     let fd: AsyncFd<T> = match super::register_readable(socket) {
         Ok(fd) => fd,
         Err(error) => {
             tracing::error!(source = name, "{}", SourceError::Register(error));
-            let _ = events.send(Event::SourceFinished).await;
+            events.finished().await;
             return;
         }
     };
@@ -140,11 +141,11 @@ async fn pump<T: AsRawFd>(
         if drained.would_block {
             guard.clear_ready();
         }
-        if !drained.batch.is_empty() && events.send(Event::Uevents(drained.batch)).await.is_err() {
+        if !drained.batch.is_empty() && events.batch(drained.batch).await.is_err() {
             return;
         }
     }
-    let _ = events.send(Event::SourceFinished).await;
+    events.finished().await;
 }
 
 /// The kernel's uevent netlink group, read directly (`NETLINK_KOBJECT_UEVENT`, group 1): works without udevd.
@@ -195,7 +196,7 @@ impl EventSource for KernelUevents {
         "kernel uevent netlink".to_owned()
     }
 
-    fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
+    fn run(self: Box<Self>, events: UeventSender) -> BoxFuture<()> {
         Box::pin(async move {
             let watch = self.watch;
             let mut buffer = vec![0u8; MESSAGE_BUFFER];
@@ -205,7 +206,7 @@ impl EventSource for KernelUevents {
                 if from.map(|a| a.pid()) != Some(0) {
                     return Ok(());
                 }
-                batch.push(parse_kernel_message(&buffer[..len], watch));
+                batch.push(log_malformed(parse_kernel_message(&buffer[..len], watch)));
                 Ok(())
             })
             .await
@@ -265,7 +266,7 @@ impl EventSource for UdevUevents {
         "udev monitor".to_owned()
     }
 
-    fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
+    fn run(self: Box<Self>, events: UeventSender) -> BoxFuture<()> {
         Box::pin(async move {
             let watch = self.watch;
             pump("udev", self.socket, events, move |socket, batch| {
@@ -280,17 +281,27 @@ impl EventSource for UdevUevents {
                         _ => Ok(()),
                     };
                 };
-                batch.push(classify(
+                batch.push(log_malformed(classify(
                     event.subsystem().and_then(|v| v.to_str()),
                     event.property_value("ACTION").and_then(|v| v.to_str()),
                     event.devpath().to_str(),
                     watch,
-                ));
+                )));
                 Ok(())
             })
             .await
         })
     }
+}
+
+/// Malformed uevents are counted by the batch and logged here, where it is known which socket sent them.
+fn log_malformed(
+    outcome: Result<Classified, MalformedUevent>,
+) -> Result<Classified, MalformedUevent> {
+    if let Err(error) = &outcome {
+        tracing::debug!(%error, "skipping malformed uevent");
+    }
+    outcome
 }
 
 /// Opens the source `kind` resolves to on this host.
@@ -357,9 +368,9 @@ mod tests {
         let drained = drain(|batch| {
             let keep = script.next().unwrap()?;
             if keep {
-                batch.events.push(crate::model::DomainEvent::Cpu {
+                batch.events.push(crate::core::model::DomainEvent::Cpu {
                     id: 1,
-                    action: crate::model::HotplugAction::Online,
+                    action: crate::core::model::HotplugAction::Online,
                 });
             }
             Ok(())

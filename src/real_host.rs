@@ -5,20 +5,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
+use crate::core::decide;
+use crate::core::uevent_record::Watch;
 use crate::daemon::{Daemon, Loaders, Report, RunOptions};
 use crate::dbus::{self, BusAddress};
-use crate::decide;
 use crate::edge::command::CommandLoader;
-use crate::edge::kernel_log::KernelLog;
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
+use crate::edge::kmsg_reader::KernelLog;
 use crate::edge::notify::SdNotifier;
-use crate::edge::uevents;
+use crate::edge::uevent_source as uevents;
 use crate::edge::{
     signals, BoxFuture, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
 };
-use crate::snapshot::{SnapshotError, SnapshotReader};
-use crate::sysroot::Sysroot;
-use crate::uevent::Watch;
+use crate::host::snapshot::{SnapshotError, SnapshotReader};
+use crate::host::sysroot::Sysroot;
+use crate::messages::{KernelLogSender, SignalSender};
 
 /// Command-line overrides of the config, re-applied after every SIGHUP re-read.
 #[derive(Clone, Debug, Default)]
@@ -228,7 +229,7 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
         }
     };
     let crash = &snapshot.crash;
-    let capacity = decide::capacity(&snapshot, settings);
+    let capacity = decide::capacity(&snapshot, &settings.decision_policy());
     if !crash.kexec_supported {
         tracing::warn!("this kernel has no kexec crash support (/sys/kernel/kexec_crash_loaded is missing): nothing to load");
     }
@@ -323,8 +324,9 @@ pub async fn run(
     let daemon = daemon.with_loader_factory(Box::new(move |settings| {
         self::loaders(settings, &loader_root)
     }));
-    let signals = tokio::spawn(signals::forward(handle.events.clone()));
-    let kernel_log = kernel_log.map(|log| tokio::spawn(log.follow(handle.events.clone())));
+    let signals = tokio::spawn(signals::forward(SignalSender::new(handle.events.clone())));
+    let kernel_log =
+        kernel_log.map(|log| tokio::spawn(log.follow(KernelLogSender::new(handle.events.clone()))));
     // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
     let running = tokio::spawn(daemon.run(source));
     // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job.
@@ -355,7 +357,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::daemon::Event;
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::oneshot;
 
     /// A source that sends nothing until the daemon goes away.
     struct Silent;
@@ -364,8 +366,8 @@ mod tests {
         fn name(&self) -> String {
             "silent".into()
         }
-        fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
-            Box::pin(async move { events.closed().await })
+        fn run(self: Box<Self>, _events: crate::messages::UeventSender) -> BoxFuture<()> {
+            Box::pin(std::future::pending())
         }
     }
 
@@ -445,7 +447,7 @@ mod tests {
         let request = LoadRequest {
             ranges: Arc::new(Vec::new()),
             cpus: Default::default(),
-            method: crate::decide::LoaderChoice::Configured,
+            method: crate::core::decide::LoaderChoice::Configured,
             reason: "test".into(),
         };
         let error = rt

@@ -9,7 +9,25 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::DebounceSettings;
+/// The debouncer's timings (`[debounce]` in the configuration).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DebounceTimings {
+    pub quiet_window: Duration,
+    pub max_delay: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for DebounceTimings {
+    fn default() -> Self {
+        Self {
+            quiet_window: Duration::from_millis(1000),
+            max_delay: Duration::from_millis(10_000),
+            backoff_initial: Duration::from_millis(1000),
+            backoff_max: Duration::from_millis(60_000),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -59,7 +77,7 @@ impl Burst {
 
 #[derive(Clone, Debug)]
 pub struct Debouncer {
-    settings: DebounceSettings,
+    settings: DebounceTimings,
     /// Events waiting for a reload that has not started yet.
     pending: Option<Burst>,
     /// When the in-flight reload started.
@@ -75,7 +93,7 @@ pub struct Debouncer {
 }
 
 impl Debouncer {
-    pub fn new(settings: DebounceSettings) -> Self {
+    pub fn new(settings: DebounceTimings) -> Self {
         Self {
             settings,
             pending: None,
@@ -87,12 +105,12 @@ impl Debouncer {
         }
     }
 
-    pub fn settings(&self) -> &DebounceSettings {
+    pub fn settings(&self) -> &DebounceTimings {
         &self.settings
     }
 
     /// Takes new timing settings (config reload); the state carries over.
-    pub fn set_settings(&mut self, settings: DebounceSettings) {
+    pub fn set_settings(&mut self, settings: DebounceTimings) {
         self.settings = settings;
     }
 
@@ -227,8 +245,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn settings() -> DebounceSettings {
-        DebounceSettings {
+    fn settings() -> DebounceTimings {
+        DebounceTimings {
             quiet_window: Duration::from_millis(1000),
             max_delay: Duration::from_millis(10_000),
             backoff_initial: Duration::from_millis(500),

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Event, Loaders, Report, RunOptions};
-use crate::decide::LoaderChoice;
-use crate::edge::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, SimulatedHost};
+use crate::core::decide::LoaderChoice;
+use crate::core::model::MemRange;
+use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, Report, RunOptions};
 use crate::edge::{BoxFuture, EventSource, Notification};
-use crate::model::MemRange;
-use crate::snapshot::{SnapshotError, SnapshotReader};
-use crate::sysroot::Sysroot;
+use crate::host::snapshot::{SnapshotError, SnapshotReader};
+use crate::host::sysroot::Sysroot;
+use crate::messages::{KernelLogSender, UeventSender};
+use crate::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, SimulatedHost};
 
 /// Everything a simulated run leaves behind, for the report and for tests.
 #[derive(Debug)]
@@ -27,8 +28,8 @@ pub struct Simulation {
     host: SimulatedHost,
     daemon: Daemon,
     handle: DaemonHandle,
-    configured: Arc<crate::edge::sim::SimulatedLoader>,
-    kexec_load: Arc<crate::edge::sim::SimulatedLoader>,
+    configured: Arc<crate::sim::SimulatedLoader>,
+    kexec_load: Arc<crate::sim::SimulatedLoader>,
     notifier: Arc<RecordingNotifier>,
 }
 
@@ -72,6 +73,7 @@ impl Simulation {
                 exit_when_source_finishes: !options.keep_running,
             },
         );
+        let host = host.with_kernel_log(KernelLogSender::new(handle.events.clone()));
         Ok(Simulation {
             host,
             daemon,
@@ -146,7 +148,7 @@ impl EventSource for Held {
         self.source.name()
     }
 
-    fn run(self: Box<Self>, events: tokio::sync::mpsc::Sender<Event>) -> BoxFuture<()> {
+    fn run(self: Box<Self>, events: UeventSender) -> BoxFuture<()> {
         Box::pin(async move {
             self.start.await;
             self.source.run(events).await

@@ -8,24 +8,25 @@
 //! each change unless it no longer fits the buffer sized at load time, which it only logs (kernel/crash_core.c,
 //! arch/x86/kernel/crash.c).
 
+pub mod run;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use crate::daemon::Event;
-use crate::decide::{
+use crate::core::decide::{
     elfcorehdr_bytes, LoaderChoice, ELF64_EHDR_SIZE, ELF64_PHDR_SIZE, ELFCOREHDR_ALIGN,
     NON_MEMORY_PHDRS,
 };
+use crate::core::kmsg_record;
+use crate::core::model::{DomainEvent, HotplugAction, MemRange};
+use crate::core::uevent_record::{self as uevent, UeventBatch, Watch};
 use crate::edge::{
     BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
 };
-use crate::model::{DomainEvent, HotplugAction, MemRange};
-use crate::uevent::{self, UeventBatch, Watch};
+use crate::messages::{KernelLogSender, UeventSender};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -341,7 +342,7 @@ impl HostModel {
     }
 
     fn cpu_list(cpus: impl IntoIterator<Item = u32>) -> String {
-        let set: crate::model::CpuSet = cpus.into_iter().collect();
+        let set: crate::core::model::CpuSet = cpus.into_iter().collect();
         format!("{set}\n")
     }
 
@@ -447,6 +448,8 @@ pub struct SimulatedHost {
     root: Arc<tempfile::TempDir>,
     scenario: Scenario,
     initial_ranges: Vec<MemRange>,
+    /// The simulated `/dev/kmsg` watcher's way into the owner loop (the real one is a separate producer too).
+    kernel_log: Option<KernelLogSender>,
 }
 
 /// What the simulated crash kernel would dump, compared with what the host has.
@@ -485,7 +488,14 @@ impl SimulatedHost {
             root: Arc::new(root),
             scenario,
             initial_ranges,
+            kernel_log: None,
         })
+    }
+
+    /// Findings of the simulated kernel log go to `sender`; without one they are dropped.
+    pub fn with_kernel_log(mut self, sender: KernelLogSender) -> Self {
+        self.kernel_log = Some(sender);
+        self
     }
 
     pub fn sysroot(&self) -> &Path {
@@ -670,7 +680,7 @@ impl SimulatedHost {
             .collect()
     }
 
-    async fn run_steps(self, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+    async fn run_steps(self, events: UeventSender) -> std::io::Result<()> {
         let watch = Watch::default();
         let scenario = self.scenario.clone();
         for step in &scenario.steps {
@@ -698,13 +708,13 @@ impl SimulatedHost {
                     model.render()?;
                     std::mem::take(&mut model.kmsg)
                 };
-                if events.send(Event::Uevents(batch)).await.is_err() {
+                if events.batch(batch).await.is_err() {
                     return Ok(());
                 }
                 // The simulated /dev/kmsg watcher: the same classifier as the real one.
-                if let Some(finding) = findings.last().and_then(|line| crate::kmsg::classify(line))
-                {
-                    if events.send(Event::KernelLog(finding)).await.is_err() {
+                let finding = findings.last().and_then(|line| kmsg_record::classify(line));
+                if let (Some(finding), Some(kernel_log)) = (finding, &self.kernel_log) {
+                    if kernel_log.finding(finding).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -720,12 +730,12 @@ impl EventSource for SimulatedHost {
         format!("simulated host ({})", self.scenario.name)
     }
 
-    fn run(self: Box<Self>, events: mpsc::Sender<Event>) -> BoxFuture<()> {
+    fn run(self: Box<Self>, events: UeventSender) -> BoxFuture<()> {
         Box::pin(async move {
             if let Err(error) = (*self).clone().run_steps(events.clone()).await {
                 tracing::error!(%error, "simulated host failed to write its sysroot");
             }
-            let _ = events.send(Event::SourceFinished).await;
+            events.finished().await;
         })
     }
 }
@@ -908,7 +918,7 @@ mod tests {
         assert_eq!(model.header.len(), fits, "the stale header stays");
         assert_eq!(model.kmsg.len(), 1);
         assert!(
-            crate::kmsg::classify(&model.kmsg[0]).is_some(),
+            crate::core::kmsg_record::classify(&model.kmsg[0]).is_some(),
             "{}",
             model.kmsg[0]
         );

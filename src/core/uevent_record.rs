@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::model::{DomainEvent, HotplugAction};
+use crate::core::model::{DomainEvent, HotplugAction};
 
 /// Why a uevent for a memory block or a CPU could not be understood. Counted and skipped, never fatal.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -167,15 +167,13 @@ pub struct UeventBatch {
 }
 
 impl UeventBatch {
-    /// Adds the outcome of [`classify`]/[`parse_kernel_message`] for one message.
+    /// Adds the outcome of [`classify`]/[`parse_kernel_message`] for one message. A malformed one is only
+    /// counted: the edge that read it logs it, with where it came from.
     pub fn push(&mut self, outcome: Result<Classified, MalformedUevent>) {
         match outcome {
             Ok(Classified::Event(event)) => self.events.push(event),
             Ok(Classified::Ignored) => {}
-            Err(error) => {
-                tracing::debug!(%error, "skipping malformed uevent");
-                self.malformed += 1;
-            }
+            Err(_) => self.malformed += 1,
         }
     }
 

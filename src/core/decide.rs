@@ -5,8 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::model::{CpuSet, HostSnapshot, MemRange};
+use crate::core::model::{CpuSet, HostSnapshot, MemRange};
 
 /// `sizeof(Elf64_Phdr)`: the header holds one per memory range, CPU note, vmcoreinfo and kernel text.
 pub const ELF64_PHDR_SIZE: u64 = 56;
@@ -87,7 +86,7 @@ pub struct Capacity {
 /// (`arch_crash_handle_hotplug_event`: "elfsz > memsz"). So the ranges that fit are the program headers the
 /// whole segment holds, minus the CPU notes and the two others: the page rounding gives up to 73 more than the
 /// configured maximum, and possible CPUs below NR_CPUS_DEFAULT give theirs to memory.
-pub fn capacity(snapshot: &HostSnapshot, settings: &Settings) -> Capacity {
+pub fn capacity(snapshot: &HostSnapshot, policy: &Policy) -> Capacity {
     match snapshot.crash.elfcorehdr_size {
         Some(size) => {
             let segment = (ELF64_EHDR_SIZE + size).next_multiple_of(ELFCOREHDR_ALIGN);
@@ -99,10 +98,17 @@ pub fn capacity(snapshot: &HostSnapshot, settings: &Settings) -> Capacity {
             }
         }
         None => Capacity {
-            ranges: u64::from(settings.kernel_max_memory_ranges),
+            ranges: u64::from(policy.configured_max_memory_ranges),
             source: CapacitySource::Config,
         },
     }
+}
+
+/// What the configuration contributes to the decision, as plain values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `kernel.max_memory_ranges`: the header capacity assumed when the kernel does not publish its own.
+    pub configured_max_memory_ranges: u32,
 }
 
 /// The loader a reload must use.
@@ -319,9 +325,9 @@ pub fn decide(
     loaded: Option<&LoadedHeader>,
     now: &HostSnapshot,
     triggers: &Triggers,
-    settings: &Settings,
+    policy: &Policy,
 ) -> Assessment {
-    let capacity = capacity(now, settings);
+    let capacity = capacity(now, policy);
     let needed = now.ranges.len() as u64;
     let decision = decide_inner(loaded, now, triggers, capacity, needed);
     Assessment {
@@ -439,7 +445,7 @@ fn decide_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::CrashState;
+    use crate::core::model::CrashState;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
@@ -498,8 +504,10 @@ mod tests {
             .collect()
     }
 
-    fn settings() -> Settings {
-        Settings::default()
+    fn settings() -> Policy {
+        Policy {
+            configured_max_memory_ranges: 8192,
+        }
     }
 
     fn decision(

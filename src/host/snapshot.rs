@@ -9,13 +9,13 @@ use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;
 
-use crate::model::{CpuSet, CrashState, HostSnapshot};
-use crate::parse::sysfs::{parse_decimal, parse_flag, parse_hex, parse_memory_state};
-use crate::parse::{cpulist, iomem, parse_decimal_u64, ParseError};
-use crate::ranges::{addresses_hidden, crash_ranges};
-use crate::sysroot::{Sysroot, SysrootError};
+use crate::core::model::{CpuSet, CrashState, HostSnapshot};
+use crate::core::parse::sysfs::{parse_decimal, parse_flag, parse_hex, parse_memory_state};
+use crate::core::parse::{cpulist, iomem, parse_decimal_u64, ParseError};
+use crate::core::ranges::{addresses_hidden, crash_ranges};
+use crate::host::sysroot::{Sysroot, SysrootError};
 
-pub use crate::parse::sysfs::MemoryBlockState;
+pub use crate::core::parse::sysfs::MemoryBlockState;
 
 pub const IOMEM: &str = "/proc/iomem";
 pub const CPU_PRESENT: &str = "/sys/devices/system/cpu/present";

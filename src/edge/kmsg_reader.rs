@@ -9,10 +9,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use tokio::sync::mpsc;
 
-use crate::daemon::Event;
-use crate::kmsg::{classify, parse_record, KernelFinding};
+use crate::core::kmsg_record::{classify, parse_record, KernelFinding};
+use crate::messages::KernelLogSender;
 
 /// `/dev/kmsg` records are at most 8 KiB (CONSOLE_EXT_LOG_MAX); a smaller buffer makes read() fail EINVAL.
 const RECORD_BUFFER: usize = 16 * 1024;
@@ -93,8 +92,8 @@ impl KernelLog {
         self
     }
 
-    /// Sends one [`Event::KernelLog`] per finding until end of stream, an error, or the channel closes.
-    pub async fn follow(self, events: mpsc::Sender<Event>) {
+    /// Sends one finding at a time until end of stream, an error, or the channel closes.
+    pub async fn follow(self, events: KernelLogSender) {
         let fd = match super::register_readable(Fd(self.fd)) {
             Ok(fd) => fd,
             Err(error) => {
@@ -139,7 +138,7 @@ impl KernelLog {
                 }
             }
             for finding in findings {
-                if events.send(Event::KernelLog(finding)).await.is_err() {
+                if events.finding(finding).await.is_err() {
                     return;
                 }
             }

@@ -1,0 +1,11 @@
+//! The pure core: every function here is a function of its arguments. Nothing in `core` reads a file, takes
+//! the time, logs, or knows about tokio or the configuration types; the edges and the owner loop hand it plain
+//! values and act on what it returns.
+
+pub mod debounce;
+pub mod decide;
+pub mod kmsg_record;
+pub mod model;
+pub mod parse;
+pub mod ranges;
+pub mod uevent_record;

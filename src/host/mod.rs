@@ -1,0 +1,5 @@
+//! Readers of the host's state. Every path goes through [`sysroot::Sysroot`], so each reader runs against a
+//! fixture tree as well as against `/`.
+
+pub mod snapshot;
+pub mod sysroot;
