@@ -19,3 +19,10 @@ pub mod simulate;
 pub mod snapshot;
 pub mod sysroot;
 pub mod uevent;
+pub mod core {
+    pub mod cmdline;
+    pub mod plan;
+}
+pub mod host {
+    pub mod plan_inputs;
+}
