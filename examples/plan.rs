@@ -12,7 +12,10 @@ fn main() {
         .map_or_else(|| PathBuf::from("/"), PathBuf::from);
     let (_, plan) = kdump_hotplugd::host::plan_inputs::read_and_plan(&root);
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("serialisable")
+        );
     } else {
         print!("{plan}");
     }

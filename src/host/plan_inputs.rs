@@ -17,6 +17,12 @@ const MAX_ROUNDS: usize = 16;
 
 /// The inputs and the plan for the host rooted at `root`.
 pub fn read_and_plan(root: &Path) -> (Inputs, Plan) {
+    read_and_plan_with(root, |_| {})
+}
+
+/// Like [`read_and_plan`], with `adjust` applied to the inputs before each plan (a test's way to state what a
+/// fixture tree cannot hold, such as a read-only /boot when the tests run as root).
+pub fn read_and_plan_with(root: &Path, adjust: impl Fn(&mut Inputs)) -> (Inputs, Plan) {
     let mut inputs = Inputs {
         release: release(root),
         secure_boot: secure_boot(root),
@@ -27,6 +33,7 @@ pub fn read_and_plan(root: &Path) -> (Inputs, Plan) {
             .and_then(|t| dpkg_version(&t, "kexec-tools")),
         ..Inputs::default()
     };
+    adjust(&mut inputs);
     let mut plan = plan::plan(&inputs);
     for _ in 0..MAX_ROUNDS {
         if plan.wanted.is_empty() {
@@ -39,6 +46,7 @@ pub fn read_and_plan(root: &Path) -> (Inputs, Plan) {
             }
             inputs.paths.insert(path, fact);
         }
+        adjust(&mut inputs);
         plan = plan::plan(&inputs);
     }
     (inputs, plan)

@@ -112,6 +112,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
             vec![rule("none: the daemon calls kexec_file_load itself")],
         ),
         syscall: Part::new(Syscall::KexecFileLoad, vec![rule("native kexec_file_load")]),
+        command: None,
     };
     (Some(parts), Vec::new())
 }

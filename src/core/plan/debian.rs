@@ -297,38 +297,57 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
             return (None, findings);
         }
     };
-    let (intended, evaluated) = match (eval_kexec_command(&printed), eval_kexec_command(&command)) {
-        (Ok(i), Ok(e)) => (i, e),
-        (Err(problem), _) | (_, Err(problem)) => {
-            findings.push(Finding::error(
-                "unevaluable",
-                format!("kdump-config's kexec command cannot be evaluated: {problem}: {printed}"),
-            ));
+    // `eval $KEXEC_CMD` is what really runs. The printed form is what `test` shows and the record holds; when
+    // /proc/cmdline has a double quote the two part ways (the sed escapes only the first quote, for an eval
+    // that then ends the string there).
+    let evaluated = match eval_kexec_command(&command) {
+        Ok(e) => e,
+        Err(problem) => {
+            findings.push(
+                Finding::error(
+                    "tool-misquotes",
+                    format!(
+                        "kdump-config's own `eval` of its kexec command fails ({problem}): it cannot load this \
+                         configuration: {printed}"
+                    ),
+                )
+                .at("/proc/cmdline", Some(1), None),
+            );
             return (None, findings);
         }
     };
-    if intended != evaluated {
+    let intended = eval_kexec_command(&printed).ok();
+    if intended.as_ref() != Some(&evaluated) || !evaluated.extra.is_empty() {
         findings.push(
-            Finding::warning(
+            Finding::error(
                 "tool-misquotes",
                 format!(
                     "kdump-config escapes only the first double quote of /proc/cmdline, so its own `eval` splits \
-                     the command line there: it would run kexec with --command-line={:?} and the extra words \
-                     {:?} (this plan is the line kdump-config prints and records)",
+                     the command there: kexec gets --command-line={:?}, kernel {:?} and the extra words {:?}",
                     evaluated.cmdline.clone().unwrap_or_default(),
+                    evaluated.kernel.clone().unwrap_or_default(),
                     evaluated.extra
                 ),
             )
             .at("/proc/cmdline", Some(1), None),
         );
     }
+    if let Some(k) = &evaluated.kernel {
+        if *k != kernel && !ask.exists(k) {
+            findings.push(Finding::error(
+                "kernel-missing",
+                format!("{k} does not exist"),
+            ));
+        }
+    }
+
     let KexecCommand {
         options,
         cmdline: cmdline_value,
         initrd: initrd_value,
         kernel: kernel_value,
         ..
-    } = intended.clone();
+    } = evaluated.clone();
     let (syscall, syscall_from) = syscall_for(&options, inputs.kexec_tools_version.as_deref());
     let mut parts = Parts {
         kernel: Part::new(
@@ -339,6 +358,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         cmdline: Part::new(cmdline_value.unwrap_or_default(), cmdline_from),
         kexec_options: Part::new(options, option_sources),
         syscall: Part::new(syscall, vec![syscall_from]),
+        command: Some(printed.clone()),
     };
 
     // The record of the last load: `echo "$KEXEC_CMD" > $KDUMP_COREDIR/kexec_cmd`.
@@ -348,7 +368,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         Err(problem) => {
             findings.push(Finding::warning("record-unreadable", problem).at(&record, None, None))
         }
-        Ok(Some(text)) => compare_record(&record, text, &intended, &mut parts, &mut findings),
+        Ok(Some(text)) => compare_record(&record, text, &evaluated, &mut parts, &mut findings),
     }
     (Some(parts), findings)
 }

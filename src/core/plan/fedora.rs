@@ -392,12 +392,18 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
     options_from.push(Source::tool(TOOL, "load_kdump: -p"));
     let (syscall, syscall_from) = syscall_for(&options, inputs.kexec_tools_version.as_deref());
 
+    // load_kdump logs `$KEXEC ${args[*]}` (ddebug) and passes the words as they are.
+    let command = format!(
+        "/sbin/kexec {} --command-line={cmdline_value} --initrd={initrd} {kernel}",
+        options.join(" ")
+    );
     let parts = Parts {
         kernel: Part::new(kernel, kernel_from),
         initrd: Part::new(Some(initrd), initrd_from),
         cmdline: Part::new(cmdline_value, cmdline_from),
         kexec_options: Part::new(options, options_from),
         syscall: Part::new(syscall, vec![syscall_from]),
+        command: Some(command),
     };
     (Some(parts), findings)
 }

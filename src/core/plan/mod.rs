@@ -349,6 +349,9 @@ pub struct Parts {
     /// kexec-tools options other than the command line, initrd and kernel (`-p` included), in order.
     pub kexec_options: Part<Vec<String>>,
     pub syscall: Part<Syscall>,
+    /// The kexec command as the tool builds it (as `kdump-config test` prints it and its record holds it, as
+    /// load.sh evals it, as kdumpctl logs it); `None` for the daemon's own plan.
+    pub command: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -623,6 +626,9 @@ impl fmt::Display for Plan {
                 sources(f, &parts.kexec_options.from)?;
                 writeln!(f, "syscall:  {}", parts.syscall.value)?;
                 sources(f, &parts.syscall.from)?;
+                if let Some(command) = &parts.command {
+                    writeln!(f, "command:  {command}")?;
+                }
             }
         }
         for finding in &self.findings {

@@ -277,6 +277,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         cmdline: Part::new(commandline, cmdline_from),
         kexec_options: Part::new(options, options_from),
         syscall: Part::new(syscall, vec![syscall_from]),
+        command: Some(call),
     };
     (Some(parts), findings)
 }
