@@ -455,11 +455,6 @@ fn compare_record(
     );
 }
 
-/// The words of `text` as a shell would split them (for tests comparing with `kdump-config test`).
-pub fn kexec_command_of_test_output(line: &str) -> Result<KexecCommand, String> {
-    eval_kexec_command(line.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,7 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Facts for paths that do not exist, for tests and readers: `(path, PathFact::default())`.
+    /// Describes `path` as a regular file with these contents (for tests and readers).
     pub fn set_file(&mut self, path: &str, contents: &str) {
         self.files.insert(path.to_owned(), contents.to_owned());
         self.paths.insert(
