@@ -2,10 +2,12 @@
 //! the time, logs, or knows about tokio or the configuration types; the edges and the owner loop hand it plain
 //! values and act on what it returns.
 
+pub mod cmdline;
 pub mod debounce;
 pub mod decide;
 pub mod kmsg_record;
 pub mod model;
 pub mod parse;
+pub mod plan;
 pub mod ranges;
 pub mod uevent_record;
