@@ -60,7 +60,7 @@ async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
     let source: Box<dyn kdump_hotplugd::edge::EventSource> = Box::new(host.clone());
     let task = tokio::spawn(source.run(kdump_hotplugd::messages::UeventSender::new(tx)));
     while let Some(event) = rx.recv().await {
-        if matches!(event, Event::SourceFinished) {
+        if matches!(event, Event::SourceFinished(_)) {
             break;
         }
     }
@@ -166,6 +166,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     s.loader = LoaderBehaviour {
         delay: Duration::from_millis(100),
         failures: 0,
+        panics: 0,
     };
     let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
     let handle = simulation.handle();

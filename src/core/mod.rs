@@ -4,6 +4,7 @@
 
 pub mod debounce;
 pub mod decide;
+pub mod health;
 pub mod kmsg_record;
 pub mod model;
 pub mod parse;
