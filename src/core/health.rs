@@ -38,7 +38,8 @@ impl Health {
 /// Judges one watchdog tick. A stuck reload wins over a stalled loop: it is the more specific cause.
 pub fn assess(pulse: Pulse) -> Health {
     if let Some(deadline) = pulse.reload_deadline {
-        if pulse.now > deadline {
+        // At the deadline itself the loop reports the reload as stuck: the ping stops at the same instant.
+        if pulse.now >= deadline {
             return Health::ReloadStuck {
                 overdue_by: pulse.now - deadline,
             };
@@ -93,7 +94,13 @@ mod tests {
     #[test]
     fn a_reload_before_its_deadline_is_alive_and_after_it_is_stuck() {
         assert_eq!(assess(pulse(100, 99, Some(180))), Health::Alive);
-        assert_eq!(assess(pulse(180, 179, Some(180))), Health::Alive);
+        assert_eq!(assess(pulse(179, 178, Some(180))), Health::Alive);
+        assert_eq!(
+            assess(pulse(180, 179, Some(180))),
+            Health::ReloadStuck {
+                overdue_by: Duration::ZERO
+            }
+        );
         assert_eq!(
             assess(pulse(181, 180, Some(180))),
             Health::ReloadStuck {
