@@ -243,6 +243,8 @@ impl Daemon {
         let source_task = tokio::spawn(source.run(UeventSender::new(self.events_tx.clone())));
         self.prime();
         self.ready();
+        // The time between Daemon::new and here (the bus handshake, on a real host) is no stall.
+        self.turned();
         let nudge = Arc::new(Notify::new());
         let watchdog_task = self.notifier.watchdog_interval().map(|interval| {
             tokio::spawn(watchdog(
