@@ -415,7 +415,7 @@ async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() 
     assert_eq!(outcome.report.counters.reloads, 1, "it ended after all");
     assert_eq!(outcome.report.counters.reloads_timed_out, 1);
     let n = &outcome.notifications;
-    let position = |wanted: &dyn Fn(&Notification) -> bool| n.iter().position(|x| wanted(x));
+    let position = |wanted: &dyn Fn(&Notification) -> bool| n.iter().position(wanted);
     let reloading =
         position(&|x| matches!(x, Notification::Status(s) if s.starts_with("reloading: ")))
             .expect("a reloading status");
