@@ -8,14 +8,16 @@ use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
 use crate::core::decide;
 use crate::core::uevent_record::Watch;
 use crate::daemon::{Daemon, Loaders, Report, RunOptions};
-use crate::dbus::{self, BusAddress};
+use crate::dbus::{self, BusAddress, ServeError};
 use crate::edge::command::CommandLoader;
+use crate::edge::instance_lock::{self, InstanceLock, LockError};
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
 use crate::edge::kmsg_reader::KernelLog;
 use crate::edge::notify::SdNotifier;
 use crate::edge::uevent_source as uevents;
 use crate::edge::{
-    signals, BoxFuture, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
+    signals, BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification,
+    Notifier,
 };
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
@@ -57,17 +59,54 @@ impl Overrides {
     }
 }
 
+/// The exit status of a `run` refused because another instance holds the lock or the bus name: sysexits.h's
+/// EX_TEMPFAIL ("temporary failure; the user is invited to retry"), since the refusal lasts only as long as
+/// the other instance. Every other failure exits with 1 (and a usage error with 2, clap's).
+pub const EXIT_ANOTHER_INSTANCE: u8 = 75;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Bus(ServeError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Source(#[from] uevents::SourceError),
+    /// The event source ended while the daemon ran: it would be blind to hotplug.
+    #[error("{0}")]
+    SourceEnded(String),
     #[error("the owner loop ended abnormally: {0}")]
     OwnerLoop(String),
 }
+
+impl ServiceError {
+    /// The process's exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ServiceError::Lock(LockError::Held { .. })
+            | ServiceError::Bus(ServeError::NameTaken { .. }) => EXIT_ANOTHER_INSTANCE,
+            _ => 1,
+        }
+    }
+}
+
+/// Where the daemon runs: the host's files, its runtime directory and its bus.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Root for every path read (`--sysroot`).
+    pub sysroot: PathBuf,
+    /// Holds the instance lock (`--runtime-dir`); `None` = `/run/kdump-hotplugd` under the sysroot.
+    pub runtime_dir: Option<PathBuf>,
+    pub bus: BusAddress,
+}
+
+/// How long the bus may take to connect and answer RequestName before the daemon runs without it: a bus
+/// that accepts the connection but never answers must not keep the crash kernel from being kept current.
+const BUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Loads the config under `sysroot` with the overrides applied.
 pub fn settings(sysroot: &Sysroot, overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -260,13 +299,42 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
     }
 }
 
-/// Runs the daemon on this host until SIGTERM/SIGINT.
-pub async fn run(
-    sysroot: PathBuf,
+/// Opens the event source the settings name (the real one: netlink or udev).
+pub type SourceOpener =
+    Box<dyn FnOnce(&Settings, &Sysroot) -> Result<Box<dyn EventSource>, uevents::SourceError>>;
+
+/// The real event source for `settings`.
+fn open_source(
+    settings: &Settings,
+    root: &Sysroot,
+) -> Result<Box<dyn EventSource>, uevents::SourceError> {
+    let watch = Watch {
+        memory: settings.events.memory,
+        cpu: settings.events.cpu,
+    };
+    uevents::open(settings.events.source, root, watch)
+}
+
+/// Runs the daemon on this host until SIGTERM/SIGINT; fails at once when another instance runs, and later
+/// when the event source ends.
+pub async fn run(host: Host, overrides: Overrides) -> Result<Report, ServiceError> {
+    run_with(host, overrides, Box::new(open_source)).await
+}
+
+/// [`run`] with the event source opened by `open` (tests hand in one that fails).
+pub async fn run_with(
+    host: Host,
     overrides: Overrides,
-    bus: BusAddress,
+    open: SourceOpener,
 ) -> Result<Report, ServiceError> {
-    let root = Sysroot::new(&sysroot);
+    let root = Sysroot::new(&host.sysroot);
+    // First of all, before any config is read or anything loaded: one instance per host.
+    let runtime_dir = host
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| root.path(instance_lock::RUNTIME_DIR));
+    let lock = InstanceLock::acquire(&runtime_dir)?;
+    tracing::info!(lock = %lock.path().display(), "instance lock taken");
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
     let mut reader = SnapshotReader::open(root.clone())?;
@@ -279,11 +347,7 @@ pub async fn run(
             "dry run: would load with these"
         );
     }
-    let watch = Watch {
-        memory: settings.events.memory,
-        cpu: settings.events.cpu,
-    };
-    let source = uevents::open(settings.events.source, &root, watch)?;
+    let source = open(&settings, &root)?;
     let kernel_log = if settings.watch_kernel_log {
         let path = root.path("/dev/kmsg");
         match KernelLog::open(&path) {
@@ -318,31 +382,43 @@ pub async fn run(
         reader,
         loaders,
         Arc::new(notifier),
+        // The default: a source that ends stops the loop, and `run` fails below.
         RunOptions::default(),
     );
     let loader_root = root.clone();
-    let daemon = daemon.with_loader_factory(Box::new(move |settings| {
+    let mut daemon = daemon.with_loader_factory(Box::new(move |settings| {
         self::loaders(settings, &loader_root)
     }));
+    // The first snapshot is published before the name appears on the bus: the first reader sees it. Nothing
+    // is loaded until the loop runs, which it does only once the bus name is ours (or there is no bus).
+    daemon.prime();
+    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job; only
+    // another owner of the name stops it.
+    let connection =
+        match tokio::time::timeout(BUS_TIMEOUT, dbus::serve(handle.clone(), host.bus)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error @ ServeError::NameTaken { .. })) => return Err(ServiceError::Bus(error)),
+            Ok(Err(error)) => {
+                tracing::warn!("D-Bus not served, running without it: {error}");
+                let mut cause = std::error::Error::source(&error);
+                while let Some(inner) = cause {
+                    tracing::warn!("  caused by: {inner}");
+                    cause = inner.source();
+                }
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = BUS_TIMEOUT.as_secs(),
+                    "D-Bus not served, running without it: the bus did not answer in time"
+                );
+                None
+            }
+        };
     let signals = tokio::spawn(signals::forward(SignalSender::new(handle.events.clone())));
     let kernel_log =
         kernel_log.map(|log| tokio::spawn(log.follow(KernelLogSender::new(handle.events.clone()))));
-    // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
-    let running = tokio::spawn(daemon.run(source));
-    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job.
-    let connection = match dbus::serve(handle.clone(), bus).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            tracing::warn!("D-Bus not served, running without it: {error}");
-            let mut cause = std::error::Error::source(&error);
-            while let Some(inner) = cause {
-                tracing::warn!("  caused by: {inner}");
-                cause = inner.source();
-            }
-            None
-        }
-    };
-    let report = running
+    let report = tokio::spawn(daemon.run(source))
         .await
         .map_err(|e| ServiceError::OwnerLoop(e.to_string()));
     drop(connection);
@@ -350,7 +426,12 @@ pub async fn run(
     if let Some(task) = kernel_log {
         task.abort();
     }
-    report
+    drop(lock);
+    let report = report?;
+    match &report.source_lost {
+        Some(why) => Err(ServiceError::SourceEnded(why.clone())),
+        None => Ok(report),
+    }
 }
 
 #[cfg(test)]

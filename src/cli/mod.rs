@@ -77,6 +77,10 @@ enum Command {
         /// kexec-tools binary (absolute, under --sysroot), overriding loader.kexec_path.
         #[arg(long, value_name = "PATH")]
         kexec: Option<PathBuf>,
+        /// Where the instance lock lives (default /run/kdump-hotplugd under --sysroot): one daemon per
+        /// directory; a second is refused with exit status 75.
+        #[arg(long, value_name = "DIR")]
+        runtime_dir: Option<PathBuf>,
     },
     /// Print the running daemon's state, read from D-Bus (org.kdump.Hotplug1).
     Status {
@@ -184,6 +188,7 @@ pub fn main() -> ExitCode {
             cmdline,
             events,
             kexec,
+            runtime_dir,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -225,12 +230,16 @@ pub fn main() -> ExitCode {
                         kexec_path: kexec,
                     };
                     // A real daemon serves the system bus unless told otherwise; it runs on without one.
-                    let bus = bus.as_deref().map_or(BusAddress::System, BusAddress::parse);
-                    match runtime().block_on(real_host::run(sysroot, overrides, bus)) {
+                    let host = real_host::Host {
+                        sysroot,
+                        runtime_dir,
+                        bus: bus.as_deref().map_or(BusAddress::System, BusAddress::parse),
+                    };
+                    match runtime().block_on(real_host::run(host, overrides)) {
                         Ok(_) => ExitCode::SUCCESS,
                         Err(error) => {
                             log_error_chain(&error);
-                            ExitCode::FAILURE
+                            ExitCode::from(error.exit_status())
                         }
                     }
                 }
@@ -301,6 +310,7 @@ fn run_simulation(
     let outcome = runtime().block_on(async {
         let options = SimulationOptions {
             keep_running: serving.keep_running,
+            ..SimulationOptions::default()
         };
         let simulation = match Simulation::with_options(scenario, settings, config_source, options)
         {
@@ -425,11 +435,12 @@ fn print_report(outcome: &SimulationOutcome) {
     println!("uevents seen        {:>10}", c.events_seen);
     println!("  coalesced         {:>10}", c.events_coalesced);
     println!("  malformed         {:>10}", c.events_malformed);
-    println!("  lost              {:>10}", c.events_lost);
+    println!("  socket overflows  {:>10}", c.uevent_overflows);
     println!("  socket reads      {:>10}", c.uevent_batches);
     println!("reloads             {:>10}", c.reloads);
     println!("  failed            {:>10}", c.reloads_failed);
     println!("  skipped           {:>10}", c.reloads_skipped);
+    println!("  timed out         {:>10}", c.reloads_timed_out);
     println!("kernel update fails {:>10}", c.kernel_update_failures);
     println!("crash ranges        {:>10}", outcome.report.range_count);
     for load in &outcome.loads {

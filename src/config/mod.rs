@@ -121,6 +121,8 @@ pub struct Settings {
     pub initial_load: InitialLoad,
     /// Follow `/dev/kmsg` for the kernel's failed in-place header updates.
     pub watch_kernel_log: bool,
+    /// A reload still running after this long is reported as stuck, and the watchdog is withheld.
+    pub reload_timeout: Duration,
 }
 
 impl Settings {
@@ -142,6 +144,7 @@ impl Default for Settings {
             dry_run: false,
             initial_load: InitialLoad::IfMissing,
             watch_kernel_log: true,
+            reload_timeout: Duration::from_secs(180),
         }
     }
 }

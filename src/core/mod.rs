@@ -5,6 +5,7 @@
 pub mod cmdline;
 pub mod debounce;
 pub mod decide;
+pub mod health;
 pub mod kmsg_record;
 pub mod model;
 pub mod parse;

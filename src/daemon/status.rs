@@ -47,14 +47,17 @@ pub struct Counters {
     /// Events that rode on a reload already pending or in flight instead of causing their own.
     pub events_coalesced: u64,
     pub events_malformed: u64,
-    /// Uevents the kernel dropped because the socket buffer overflowed.
-    pub events_lost: u64,
+    /// Times the uevent socket overflowed (ENOBUFS); each lost an unknown number of uevents, and each was
+    /// followed by a fresh snapshot.
+    pub uevent_overflows: u64,
     /// Wake-ups of the owner loop for uevents (each carries a batch).
     pub uevent_batches: u64,
     pub reloads: u64,
     pub reloads_failed: u64,
     /// Debounced bursts that needed no reload (nothing changed, or the kernel updates the header itself).
     pub reloads_skipped: u64,
+    /// Reloads still running at `daemon.reload_timeout_ms` (reported, not aborted).
+    pub reloads_timed_out: u64,
     /// Kernel log lines saying its in-place header update failed.
     pub kernel_update_failures: u64,
 }
@@ -90,8 +93,8 @@ impl Status {
     /// One line for sd_notify's STATUS= and the live display.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "{}{}: ranges {}, crash kernel {}, events {} ({} coalesced, {} malformed, {} lost), reloads {} ({} failed, \
-             {} skipped)",
+            "{}{}: ranges {}, crash kernel {}, events {} ({} coalesced, {} malformed, {} overflows), reloads {} ({} failed, \
+             {} skipped, {} timed out)",
             self.state.as_str(),
             if self.paused { " (paused)" } else { "" },
             self.range_count,
@@ -99,10 +102,11 @@ impl Status {
             self.counters.events_seen,
             self.counters.events_coalesced,
             self.counters.events_malformed,
-            self.counters.events_lost,
+            self.counters.uevent_overflows,
             self.counters.reloads,
             self.counters.reloads_failed,
             self.counters.reloads_skipped,
+            self.counters.reloads_timed_out,
         );
         if !self.last_error.is_empty() {
             line.push_str("; last error: ");
@@ -124,5 +128,10 @@ pub enum Notice {
     KernelBufferTooSmall {
         needed: u64,
         capacity: u64,
+    },
+    /// A reload has run past `daemon.reload_timeout_ms` and is still running.
+    ReloadTimedOut {
+        reason: String,
+        timeout_usec: u64,
     },
 }

@@ -216,11 +216,11 @@ fn summary(s: &StatusFields<'_>, now: SystemTime) -> String {
     let _ = writeln!(out, "memory ranges: {}; {capacity}", s.number("RangeCount"));
     let _ = writeln!(
         out,
-        "events:        {} seen, {} coalesced, {} malformed, {} lost",
+        "events:        {} seen, {} coalesced, {} malformed, {} socket overflows",
         s.number("EventsSeen"),
         s.number("EventsCoalesced"),
         s.number("EventsMalformed"),
-        s.number("EventsLost"),
+        s.number("UeventOverflows"),
     );
     let _ = writeln!(
         out,

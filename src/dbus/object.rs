@@ -71,10 +71,11 @@ pub fn properties(status: &Status) -> Vec<(&'static str, Value<'static>)> {
         ("EventsSeen", Value::from(c.events_seen)),
         ("EventsCoalesced", Value::from(c.events_coalesced)),
         ("EventsMalformed", Value::from(c.events_malformed)),
-        ("EventsLost", Value::from(c.events_lost)),
+        ("UeventOverflows", Value::from(c.uevent_overflows)),
         ("Reloads", Value::from(c.reloads)),
         ("ReloadsFailed", Value::from(c.reloads_failed)),
         ("ReloadsSkipped", Value::from(c.reloads_skipped)),
+        ("ReloadsTimedOut", Value::from(c.reloads_timed_out)),
         ("LastReloadUsec", Value::from(status.last_reload_usec)),
         (
             "LastReloadDurationUsec",
@@ -201,10 +202,11 @@ impl Hotplug1 {
         self.status().counters.events_malformed
     }
 
-    /// Uevents the kernel dropped because the socket buffer overflowed (a fresh snapshot follows).
+    /// Times the uevent socket overflowed (ENOBUFS); each lost an unknown number of uevents, and a fresh
+    /// snapshot followed.
     #[zbus(property)]
-    fn events_lost(&self) -> u64 {
-        self.status().counters.events_lost
+    fn uevent_overflows(&self) -> u64 {
+        self.status().counters.uevent_overflows
     }
 
     /// Successful crash kernel reloads.
@@ -223,6 +225,12 @@ impl Hotplug1 {
     #[zbus(property)]
     fn reloads_skipped(&self) -> u64 {
         self.status().counters.reloads_skipped
+    }
+
+    /// Reloads still running at `daemon.reload_timeout_ms` (reported, not aborted).
+    #[zbus(property)]
+    fn reloads_timed_out(&self) -> u64 {
+        self.status().counters.reloads_timed_out
     }
 
     /// When the last successful reload ended, in µs since the epoch (realtime); 0 = none yet.
@@ -336,6 +344,15 @@ impl Hotplug1 {
         needed: u32,
         capacity: u32,
     ) -> zbus::Result<()>;
+
+    /// A reload has run past `daemon.reload_timeout_ms` (`timeout_usec`) and is still running; `reason` is
+    /// why it started. A `ReloadFinished` follows if it ever ends.
+    #[zbus(signal)]
+    async fn reload_timed_out(
+        emitter: &SignalEmitter<'_>,
+        reason: &str,
+        timeout_usec: u64,
+    ) -> zbus::Result<()>;
 }
 
 /// Emits one `PropertiesChanged` per published status change, naming every property whose value differs.
@@ -394,6 +411,10 @@ pub(super) async fn publish_notices(
                 )
                 .await
             }
+            Ok(Notice::ReloadTimedOut {
+                reason,
+                timeout_usec,
+            }) => Hotplug1::reload_timed_out(&emitter, &reason, timeout_usec).await,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,

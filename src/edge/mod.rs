@@ -1,6 +1,7 @@
 //! Edges: thin adapters behind traits, each with a simulated twin. The owner loop only sees these traits.
 
 pub mod command;
+pub mod instance_lock;
 pub mod kexec;
 pub mod kmsg_reader;
 pub mod notify;
