@@ -6,6 +6,7 @@ pub mod cmdline;
 pub mod debounce;
 pub mod decide;
 pub mod kmsg_record;
+pub mod loader_choice;
 pub mod model;
 pub mod parse;
 pub mod plan;
