@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
-use crate::core::decide;
 use crate::core::uevent_record::Watch;
+use crate::core::{decide, loader_choice, plan};
 use crate::daemon::{Daemon, Loaders, Report, RunOptions};
 use crate::dbus::{self, BusAddress, ServeError};
 use crate::edge::command::CommandLoader;
@@ -19,6 +19,7 @@ use crate::edge::{
     signals, BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification,
     Notifier,
 };
+use crate::host::plan_inputs;
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
 use crate::messages::{KernelLogSender, SignalSender};
@@ -145,56 +146,159 @@ fn unavailable(name: &str, reason: String) -> Arc<dyn Loader> {
     })
 }
 
-/// Builds the configured loader and the kexec_load fallback.
-pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
-    let plan = kexec::plan(&settings.loader, sysroot);
-    match &plan {
-        Ok(plan) => log_plan(plan),
-        Err(error) if settings.loader.kind == LoaderKind::Command => {
-            tracing::debug!(%error, "no kernel plan (the command loader does not need one)")
-        }
-        Err(error) => tracing::error!(%error, "cannot load a crash kernel"),
-    }
-    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
-    let kexec_tools = |mode: KexecToolsMode, name: &str| -> Arc<dyn Loader> {
-        match (&plan, &kexec_binary) {
-            (Ok(plan), Some(kexec_binary)) => Arc::new(KexecToolsLoader::new(
-                kexec_binary.clone(),
-                plan.clone(),
-                mode,
-                settings.loader.command_timeout,
-            )),
-            (Ok(_), None) => unavailable(
-                name,
-                format!(
-                    "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
-                    settings.loader.kexec_path.display()
-                ),
+/// The distro's plan for this host and the loader chosen for it, as `run` and `plan` report them.
+pub struct CrashKernelSetup {
+    pub plan: plan::Plan,
+    pub kernel: Result<KernelPlan, kexec::PlanError>,
+    pub decision: loader_choice::Decision,
+    pub overflow: loader_choice::Choice,
+    pub kexec_binary: Option<PathBuf>,
+}
+
+impl CrashKernelSetup {
+    /// One line for the status: which service's crash kernel, and how it is loaded.
+    pub fn summary(&self) -> String {
+        let what = match &self.kernel {
+            Ok(kernel) => format!(
+                "{}{}",
+                kernel.kernel.display(),
+                kernel
+                    .initrd
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(" + {}", i.display()))
             ),
-            (Err(error), _) => unavailable(name, error.to_string()),
-        }
+            Err(error) => error.to_string(),
+        };
+        format!(
+            "{}: {what}; loader {} ({})",
+            self.plan.service.name(),
+            self.decision.choice.name(),
+            self.decision.reason
+        )
+    }
+}
+
+fn loader_kind(kind: LoaderKind) -> loader_choice::Requested {
+    match kind {
+        LoaderKind::Auto => loader_choice::Requested::Auto,
+        LoaderKind::KexecLoad => loader_choice::Requested::KexecLoad,
+        LoaderKind::Native => loader_choice::Requested::Native,
+        LoaderKind::KexecTools => loader_choice::Requested::KexecToolsFileLoad,
+        LoaderKind::Command => loader_choice::Requested::Command,
+    }
+}
+
+/// Reads the distro's plan under `sysroot` and chooses the loader (`core::plan`, `core::loader_choice`).
+pub fn crash_kernel_setup(settings: &Settings, sysroot: &Sysroot) -> CrashKernelSetup {
+    let (inputs, plan) = plan_inputs::read_and_plan(sysroot.root());
+    let kernel = kexec::kernel_plan(&plan, &settings.loader, sysroot);
+    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
+    let verdict = match (&plan.verdict, &kernel) {
+        (plan::Verdict::Delegate { command, .. }, _) => loader_choice::PlanVerdict::Delegate {
+            command: command.clone(),
+        },
+        (plan::Verdict::Refuse, _) => loader_choice::PlanVerdict::Refuse {
+            reason: format!("{}: nothing to load", plan.service.name()),
+        },
+        (plan::Verdict::Load, Err(error)) => loader_choice::PlanVerdict::Refuse {
+            reason: error.to_string(),
+        },
+        (plan::Verdict::Load, Ok(_)) => loader_choice::PlanVerdict::Load {
+            // Only a distro's own choice binds; the daemon's plan for hosts without one does not ask for a syscall.
+            requires_file_load: plan.service != plan::Service::None
+                && plan
+                    .parts
+                    .as_ref()
+                    .is_some_and(|p| p.syscall.value == plan::Syscall::KexecFileLoad),
+        },
     };
-    let configured: Arc<dyn Loader> = match settings.loader.kind {
-        LoaderKind::Native => match &plan {
-            Ok(plan) => Arc::new(NativeLoader::new(plan.clone())),
-            Err(error) => unavailable("kexec_file_load", error.to_string()),
-        },
-        LoaderKind::KexecTools => kexec_tools(KexecToolsMode::FileLoad, "kexec -s -p"),
-        LoaderKind::Command => match CommandLoader::new(
-            &settings.loader.command,
-            sysroot,
-            settings.loader.command_timeout,
-        ) {
-            Ok(loader) => Arc::new(loader),
-            Err(error) => {
-                tracing::error!(%error, "cannot load a crash kernel");
-                unavailable("command", error.to_string())
+    let facts = loader_choice::Facts {
+        requested: loader_kind(settings.loader.kind),
+        plan: verdict,
+        lockdown: inputs.lockdown.clone(),
+        kexec_tools_installed: kexec_binary.is_some(),
+        kexec_tools_version: inputs.kexec_tools_version.clone(),
+        kernel_crash_hotplug: sysroot.exists("/sys/kernel/kexec/crash_elfcorehdr_size")
+            || sysroot.exists("/sys/kernel/crash_elfcorehdr_size"),
+    };
+    CrashKernelSetup {
+        decision: loader_choice::choose(&facts),
+        overflow: loader_choice::overflow_choice(&facts),
+        plan,
+        kernel,
+        kexec_binary,
+    }
+}
+
+/// Builds the chosen loader and the kexec_load one for headers the kernel's buffer cannot hold.
+pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
+    let setup = crash_kernel_setup(settings, sysroot);
+    log_setup(&setup);
+    let build = |choice: &loader_choice::Choice| -> Arc<dyn Loader> {
+        let name = choice.name();
+        let kernel = match (&setup.kernel, choice) {
+            (
+                _,
+                loader_choice::Choice::Delegate { .. } | loader_choice::Choice::Unavailable { .. },
+            ) => None,
+            (Ok(kernel), _) => Some(kernel.clone()),
+            (Err(error), _) => return unavailable(&name, error.to_string()),
+        };
+        let kexec_tools = |mode: KexecToolsMode, hotplug: bool| -> Arc<dyn Loader> {
+            match (&kernel, &setup.kexec_binary) {
+                (Some(kernel), Some(binary)) => Arc::new(
+                    KexecToolsLoader::new(
+                        binary.clone(),
+                        kernel.clone(),
+                        mode,
+                        settings.loader.command_timeout,
+                    )
+                    .with_hotplug(hotplug),
+                ),
+                _ => unavailable(
+                    &name,
+                    format!(
+                        "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
+                        settings.loader.kexec_path.display()
+                    ),
+                ),
             }
-        },
+        };
+        match choice {
+            loader_choice::Choice::Prepared { hotplug } => {
+                kexec_tools(KexecToolsMode::Load, *hotplug)
+            }
+            loader_choice::Choice::KexecToolsFileLoad => {
+                kexec_tools(KexecToolsMode::FileLoad, false)
+            }
+            loader_choice::Choice::Native => {
+                let kernel = kernel.expect("a kernel plan for kexec_file_load");
+                if !kernel.options.is_empty() {
+                    tracing::warn!(
+                        options = ?kernel.options,
+                        "kexec_file_load from the daemon cannot pass the plan's kexec-tools options"
+                    );
+                }
+                Arc::new(NativeLoader::new(kernel))
+            }
+            loader_choice::Choice::Delegate { .. } => match CommandLoader::new(
+                &settings.loader.command,
+                sysroot,
+                settings.loader.command_timeout,
+            ) {
+                Ok(loader) => Arc::new(loader),
+                Err(error) => {
+                    tracing::error!(%error, "cannot load a crash kernel");
+                    unavailable("command", error.to_string())
+                }
+            },
+            loader_choice::Choice::Unavailable { reason } => unavailable(&name, reason.clone()),
+        }
     };
     Loaders {
-        configured,
-        kexec_load: kexec_tools(KexecToolsMode::Load, "kexec -c -p"),
+        configured: build(&setup.decision.choice),
+        kexec_load: build(&setup.overflow),
+        description: setup.summary(),
     }
 }
 
@@ -223,15 +327,34 @@ pub fn find_kexec(configured: &std::path::Path, sysroot: &Sysroot) -> Option<Pat
         .map(|candidate| sysroot.path(candidate))
 }
 
-fn log_plan(plan: &KernelPlan) {
+fn log_setup(setup: &CrashKernelSetup) {
+    for finding in &setup.plan.findings {
+        match finding.severity {
+            plan::Severity::Error => tracing::error!("crash-kernel plan: {finding}"),
+            _ => tracing::warn!("crash-kernel plan: {finding}"),
+        }
+    }
+    match &setup.kernel {
+        Ok(kernel) => tracing::info!(
+            service = setup.plan.service.name(),
+            kernel = %kernel.kernel.display(),
+            kernel_from = %kernel.origin.kernel,
+            initrd = %kernel.initrd.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
+            initrd_from = %kernel.origin.initrd,
+            cmdline = %kernel.cmdline,
+            cmdline_from = %kernel.origin.cmdline,
+            options = ?kernel.options,
+            "crash kernel to load"
+        ),
+        Err(error) => {
+            tracing::warn!(service = setup.plan.service.name(), %error, "no crash kernel plan")
+        }
+    }
     tracing::info!(
-        kernel = %plan.kernel.display(),
-        kernel_from = plan.origin.kernel,
-        initrd = %plan.initrd.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
-        initrd_from = plan.origin.initrd,
-        cmdline = %plan.cmdline,
-        cmdline_from = plan.origin.cmdline,
-        "crash kernel to load"
+        loader = %setup.decision.choice.name(),
+        reason = %setup.decision.reason,
+        overflow_loader = %setup.overflow.name(),
+        "loader chosen"
     );
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod plan;
+
 use crate::config::{self, Settings};
 use crate::core::decide::{self, LoadedHeader, Triggers};
 use crate::daemon::Event;
@@ -109,6 +111,16 @@ enum Command {
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
         /// Print the snapshot and the decision as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the crash kernel the daemon would reload (the distro's kdump service's own plan, each part with
+    /// where it came from) and the loader it would use.
+    Plan {
+        /// Root for every file the plan is read from: /etc, /proc, /sys, /boot, /var (fixture trees).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
+        /// Print the plan and the loader choice as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -257,6 +269,10 @@ pub fn main() -> ExitCode {
         Command::Ranges { sysroot, json } => {
             die_quietly_on_closed_pipe();
             ranges(sysroot, json)
+        }
+        Command::Plan { sysroot, json } => {
+            die_quietly_on_closed_pipe();
+            plan::print(sysroot, json)
         }
         Command::CheckConfig { sysroot } => {
             die_quietly_on_closed_pipe();

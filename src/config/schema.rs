@@ -45,7 +45,8 @@ impl KeySpec {
 }
 
 /// Serialized names of [`super::LoaderKind`]; a unit test keeps them in step with the enum.
-pub(crate) const LOADER_KINDS: &[&str] = &["native", "command", "kexec-tools"];
+pub(crate) const LOADER_KINDS: &[&str] =
+    &["auto", "kexec-load", "native", "command", "kexec-tools"];
 /// Serialized names of [`super::EventSourceKind`].
 pub(crate) const EVENT_SOURCES: &[&str] = &["auto", "udev", "kernel"];
 /// Serialized names of [`super::InitialLoad`].
@@ -130,6 +131,8 @@ mod tests {
         assert_names_match(
             LOADER_KINDS,
             &[
+                LoaderKind::Auto,
+                LoaderKind::KexecLoad,
                 LoaderKind::Native,
                 LoaderKind::Command,
                 LoaderKind::KexecTools,

@@ -7,6 +7,7 @@ pub mod debounce;
 pub mod decide;
 pub mod health;
 pub mod kmsg_record;
+pub mod loader_choice;
 pub mod model;
 pub mod parse;
 pub mod plan;

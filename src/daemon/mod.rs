@@ -48,6 +48,8 @@ pub struct Loaders {
     pub configured: Arc<dyn Loader>,
     /// kexec-tools' `kexec_load` path, for headers the kernel's `kexec_file_load` buffer cannot hold.
     pub kexec_load: Arc<dyn Loader>,
+    /// Which crash kernel these load and how (the distro's plan and the loader choice), for the status.
+    pub description: String,
 }
 
 impl Loaders {
@@ -188,6 +190,7 @@ impl Daemon {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let status = Status {
             loader: loaders.configured.name(),
+            crash_kernel_plan: loaders.description.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Status::default()
         };
@@ -758,8 +761,12 @@ impl Daemon {
                     if let Some(factory) = &mut self.loader_factory {
                         self.loaders = factory(&settings);
                         let name = self.loaders.configured.name();
+                        let plan = self.loaders.description.clone();
                         tracing::info!(loader = %name, "loader settings changed: loaders rebuilt");
-                        self.publish(|s| s.loader = name);
+                        self.publish(|s| {
+                            s.loader = name;
+                            s.crash_kernel_plan = plan;
+                        });
                     }
                 }
                 if settings.events != self.settings.events {

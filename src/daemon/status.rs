@@ -86,6 +86,8 @@ pub struct Status {
     pub last_decision: String,
     pub last_error: String,
     pub loader: String,
+    /// The crash kernel the daemon reloads (the distro's plan) and the loader chosen for it.
+    pub crash_kernel_plan: String,
     pub version: String,
 }
 

@@ -67,6 +67,7 @@ impl Simulation {
         let loaders = Loaders {
             configured: Arc::new(configured.clone()),
             kexec_load: Arc::new(kexec_load.clone()),
+            description: "simulated crash kernel, simulated loader".to_owned(),
         };
         let (daemon, handle) = Daemon::new(
             settings,
