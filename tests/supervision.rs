@@ -62,6 +62,7 @@ async fn a_source_that_ends_stops_the_loop_with_an_error_status() {
         Loaders {
             configured: Arc::new(loader.clone()),
             kexec_load: Arc::new(loader),
+            description: "simulated".to_owned(),
         },
         Arc::new(notifier.clone()),
         RunOptions::default(),
