@@ -145,6 +145,7 @@ initial_load = "never"
         dry_run: true,
         initial_load: InitialLoad::Never,
         watch_kernel_log: true,
+        mask_distro_rule: true,
     };
     assert_eq!(root.load(), expected);
 }

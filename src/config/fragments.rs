@@ -63,6 +63,7 @@ pub(crate) struct DaemonFragment {
     pub dry_run: Option<Spanned<bool>>,
     pub initial_load: Option<Spanned<InitialLoad>>,
     pub watch_kernel_log: Option<Spanned<bool>>,
+    pub mask_distro_rule: Option<Spanned<bool>>,
 }
 
 /// Parses one file's text; `file` is the name errors show.
@@ -122,6 +123,7 @@ source = "udev"
 dry_run = true
 initial_load = "never"
 watch_kernel_log = false
+mask_distro_rule = false
 "#;
         let expected = ConfigFragment {
             debounce: Some(DebounceFragment {
@@ -159,6 +161,7 @@ watch_kernel_log = false
                 dry_run: spanned(text, "true", true),
                 initial_load: spanned(text, "\"never\"", InitialLoad::Never),
                 watch_kernel_log: spanned(text, "false", false),
+                mask_distro_rule: spanned(text, "false", false),
             }),
         };
         let parsed = parse("f", text).unwrap();

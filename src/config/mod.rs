@@ -121,6 +121,9 @@ pub struct Settings {
     pub initial_load: InitialLoad,
     /// Follow `/dev/kmsg` for the kernel's failed in-place header updates.
     pub watch_kernel_log: bool,
+    /// While running, mask the distribution's kdump hotplug udev rule with a runtime file in
+    /// `/run/udev/rules.d/` (removed when the daemon stops).
+    pub mask_distro_rule: bool,
 }
 
 impl Settings {
@@ -142,6 +145,7 @@ impl Default for Settings {
             dry_run: false,
             initial_load: InitialLoad::IfMissing,
             watch_kernel_log: true,
+            mask_distro_rule: true,
         }
     }
 }

@@ -81,6 +81,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     key("daemon", "dry_run", Expect::Bool),
     key("daemon", "initial_load", Expect::OneOf(INITIAL_LOADS)),
     key("daemon", "watch_kernel_log", Expect::Bool),
+    key("daemon", "mask_distro_rule", Expect::Bool),
 ];
 
 pub(crate) fn find(section: &str, name: &str) -> Option<&'static KeySpec> {

@@ -68,6 +68,7 @@ source = "kernel"
 dry_run = true
 initial_load = "always"
 watch_kernel_log = false
+mask_distro_rule = false
 "#;
     let expected = Settings {
         debounce: DebounceTimings {
@@ -94,6 +95,7 @@ watch_kernel_log = false
         dry_run: true,
         initial_load: InitialLoad::Always,
         watch_kernel_log: false,
+        mask_distro_rule: false,
     };
     let (settings, provenance) = from_texts([(FILE, text)]).unwrap();
     assert_eq!(settings, expected);

@@ -201,6 +201,7 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
         dry_run: inputs.daemon.dry_run.value,
         initial_load: inputs.daemon.initial_load.value,
         watch_kernel_log: inputs.daemon.watch_kernel_log.value,
+        mask_distro_rule: inputs.daemon.mask_distro_rule.value,
     })
 }
 

@@ -8,4 +8,5 @@ pub mod kmsg_record;
 pub mod model;
 pub mod parse;
 pub mod ranges;
+pub mod rule_mask;
 pub mod uevent_record;
