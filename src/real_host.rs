@@ -13,6 +13,7 @@ use crate::edge::command::CommandLoader;
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
 use crate::edge::kmsg_reader::KernelLog;
 use crate::edge::notify::SdNotifier;
+use crate::edge::rule_mask::HostRuleFiles;
 use crate::edge::uevent_source as uevents;
 use crate::edge::{
     signals, BoxFuture, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
@@ -321,9 +322,11 @@ pub async fn run(
         RunOptions::default(),
     );
     let loader_root = root.clone();
-    let daemon = daemon.with_loader_factory(Box::new(move |settings| {
-        self::loaders(settings, &loader_root)
-    }));
+    let daemon = daemon
+        .with_loader_factory(Box::new(move |settings| {
+            self::loaders(settings, &loader_root)
+        }))
+        .with_rule_files(Arc::new(HostRuleFiles::new(root.clone())));
     let signals = tokio::spawn(signals::forward(SignalSender::new(handle.events.clone())));
     let kernel_log =
         kernel_log.map(|log| tokio::spawn(log.follow(KernelLogSender::new(handle.events.clone()))));

@@ -1,6 +1,7 @@
 //! The owner loop: one task owns all state and reacts to one [`Event`] at a time. Everything else (uevent
 //! sources, signals, D-Bus, loaders) only sends into its channel and reads the [`Status`] it publishes.
 
+pub mod rule_mask;
 mod status;
 
 pub use status::{Counters, Notice, State, Status};
@@ -16,7 +17,7 @@ use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
 use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
 use crate::core::model::HostSnapshot;
 use crate::core::uevent_record::UeventBatch;
-use crate::edge::{EventSource, Loader, Notifier};
+use crate::edge::{EventSource, Loader, Notifier, RuleFiles};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 pub use crate::messages::{Event, ReloadFinished, Request};
 use crate::messages::{LoadRequest, Notification, UeventSender};
@@ -78,6 +79,8 @@ pub struct Daemon {
     loaders: Loaders,
     loader_factory: Option<LoaderFactory>,
     notifier: Arc<dyn Notifier>,
+    /// Where the distribution's hotplug rule is masked while the daemon runs (`rule_mask`).
+    rule_files: Option<Arc<dyn RuleFiles>>,
     options: RunOptions,
     debouncer: Debouncer,
     events_tx: mpsc::Sender<Event>,
@@ -138,6 +141,7 @@ impl Daemon {
             loaders,
             loader_factory: None,
             notifier,
+            rule_files: None,
             options,
             events_tx,
             events_rx,
@@ -192,6 +196,7 @@ impl Daemon {
             }
         }
         self.notifier.notify(Notification::Stopping);
+        self.give_back_distro_rule().await;
         source_task.abort();
         let status = self.status_tx.borrow().clone();
         tracing::info!(
@@ -241,6 +246,8 @@ impl Daemon {
                     self.debouncer.force(Instant::now().into_std());
                 }
                 self.absorb_snapshot(snapshot);
+                // Only a daemon that can see the host stands in for the distribution's rule.
+                self.stand_in_for_distro_rule();
             }
             Err(error) => self.record_snapshot_error(&error),
         }
@@ -544,6 +551,8 @@ impl Daemon {
                 }
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
+                // mask_distro_rule may have changed, or the package put its rule back (SUSE's load.sh).
+                self.stand_in_for_distro_rule();
                 // What the status derives from the settings follows them now, not at the next snapshot.
                 if let Some(snapshot) = self.last_snapshot.take() {
                     self.absorb_snapshot(snapshot);

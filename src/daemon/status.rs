@@ -84,6 +84,9 @@ pub struct Status {
     pub last_error: String,
     pub loader: String,
     pub version: String,
+    /// The mask standing in for the distribution's hotplug rule (host path; several joined by ", "); empty =
+    /// none.
+    pub masked_rule: String,
 }
 
 impl Status {
