@@ -247,7 +247,7 @@ impl Daemon {
                 }
                 self.absorb_snapshot(snapshot);
                 // Only a daemon that can see the host stands in for the distribution's rule.
-                self.stand_in_for_distro_rule();
+                self.stand_in_for_distro_rule(true);
             }
             Err(error) => self.record_snapshot_error(&error),
         }
@@ -494,6 +494,8 @@ impl Daemon {
                     ranges,
                 });
                 self.answer_waiters(&format!("reloaded: {}", request.reason));
+                // A reload through SUSE's `systemctl restart kdump` copies kdump's rule over the mask.
+                self.stand_in_for_distro_rule(false);
             }
             Err(error) => {
                 let backoff = self
@@ -552,7 +554,7 @@ impl Daemon {
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
                 // mask_distro_rule may have changed, or the package put its rule back (SUSE's load.sh).
-                self.stand_in_for_distro_rule();
+                self.stand_in_for_distro_rule(true);
                 // What the status derives from the settings follows them now, not at the next snapshot.
                 if let Some(snapshot) = self.last_snapshot.take() {
                     self.absorb_snapshot(snapshot);

@@ -50,8 +50,9 @@ fn apply(files: &dyn RuleFiles, actions: &[Action]) -> (bool, Vec<String>) {
 }
 
 /// Masks the distribution's rule when `enabled` (and not in a dry run, which reloads nothing itself, so the
-/// distribution's rule must keep working), undoes masks no longer wanted, and logs what is in effect.
-pub fn stand_in(files: &dyn RuleFiles, enabled: bool, dry_run: bool) -> StandIn {
+/// distribution's rule must keep working), undoes masks no longer wanted, and logs what is in effect (with
+/// `announce`, or when something changed).
+pub fn stand_in(files: &dyn RuleFiles, enabled: bool, dry_run: bool, announce: bool) -> StandIn {
     let found = match files.survey() {
         Ok(found) => found,
         Err(error) => {
@@ -60,6 +61,12 @@ pub fn stand_in(files: &dyn RuleFiles, enabled: bool, dry_run: bool) -> StandIn 
         }
     };
     let plan = rule_mask::plan(&found, enabled && !dry_run);
+    if !announce && plan.actions.is_empty() {
+        return StandIn {
+            masked: plan.masked(),
+            changed: false,
+        };
+    }
     // What would be masked, to say what `false` or a dry run leaves running.
     let wanted = rule_mask::plan(&found, true);
     for ((rule, verdict), (_, would)) in plan.verdicts.iter().zip(&wanted.verdicts) {
@@ -138,8 +145,9 @@ impl Daemon {
         self
     }
 
-    /// Applies `[daemon] mask_distro_rule` as the settings say now; udevd is asked to reload beside the loop.
-    pub(super) fn stand_in_for_distro_rule(&mut self) {
+    /// Applies `[daemon] mask_distro_rule` as the settings say now (`announce`: log the verdict even if nothing
+    /// changed); udevd is asked to reload beside the loop.
+    pub(super) fn stand_in_for_distro_rule(&mut self, announce: bool) {
         let Some(files) = self.rule_files.clone() else {
             return;
         };
@@ -147,6 +155,7 @@ impl Daemon {
             &*files,
             self.settings.mask_distro_rule,
             self.settings.dry_run,
+            announce,
         );
         let masked = outcome.masked.join(", ");
         self.publish(|s| s.masked_rule = masked);

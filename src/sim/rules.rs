@@ -296,6 +296,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn suse_copy_is_masked_again_after_a_reload_and_put_back_at_stop() {
+        const TEMPLATE: &str = "/usr/lib/kdump/70-kdump.rules";
+        const COPY: &str = "/run/udev/rules.d/70-kdump.rules";
+        let journal = Journal::default();
+        let files = SimulatedRuleFiles::new(true).with_journal(journal.clone());
+        files
+            .put(TEMPLATE, "kdump's rule\n")
+            .put(COPY, "kdump's rule\n");
+        let (daemon, handle) = daemon(Settings::default(), Settings::default(), &files, &journal);
+        let running = tokio::spawn(daemon.run(Box::new(Silent)));
+        reloads_reach(&files, 1).await;
+        let header = rule_mask::parse_header(&files.get(COPY).unwrap()).unwrap();
+        assert_eq!(header.restore_from.as_deref(), Some(TEMPLATE));
+        assert_eq!(handle.status.borrow().masked_rule, COPY);
+        // A reload through `systemctl restart kdump`: kdump's load.sh copies its rule over the mask.
+        files.put(COPY, "kdump's rule\n");
+        let (reply, replied) = tokio::sync::oneshot::channel();
+        handle
+            .events
+            .send(Event::Request(crate::daemon::Request::Reload { reply }))
+            .await
+            .unwrap();
+        let outcome = replied.await.unwrap();
+        assert!(outcome.starts_with("reloaded"), "{outcome}");
+        reloads_reach(&files, 2).await;
+        assert!(rule_mask::parse_header(&files.get(COPY).unwrap()).is_some());
+        handle.events.send(Event::Shutdown).await.unwrap();
+        running.await.unwrap();
+        assert_eq!(files.get(COPY).as_deref(), Some("kdump's rule\n"));
+        assert_eq!(files.reloads(), 3);
+    }
+
+    #[tokio::test]
     async fn sighup_with_the_flag_off_gives_the_rule_back() {
         let journal = Journal::default();
         let files = SimulatedRuleFiles::new(true).with_journal(journal.clone());
@@ -355,7 +388,7 @@ mod tests {
     type StandInResult = crate::daemon::rule_mask::StandIn;
 
     fn stand_in(files: &SimulatedRuleFiles, settings: &Settings) -> StandInResult {
-        crate::daemon::rule_mask::stand_in(files, settings.mask_distro_rule, settings.dry_run)
+        crate::daemon::rule_mask::stand_in(files, settings.mask_distro_rule, settings.dry_run, true)
     }
 
     #[test]
@@ -368,7 +401,7 @@ mod tests {
                 "/run/udev/rules.d/98-kexec.rules",
                 "# an admin's runtime file\n",
             );
-        let outcome = crate::daemon::rule_mask::stand_in(&files, true, false);
+        let outcome = crate::daemon::rule_mask::stand_in(&files, true, false, true);
         assert_eq!(outcome.masked, [MASK]);
         let header = rule_mask::parse_header(&files.get(MASK).unwrap()).unwrap();
         assert_eq!(header.masks, ["/usr/lib/udev/rules.d/50-kdump-tools.rules"]);
