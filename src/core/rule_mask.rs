@@ -475,7 +475,7 @@ mod tests {
             template: true,
             ..Found::nothing(SUSE)
         };
-        let result = plan(&[found.clone()], true);
+        let result = plan(std::slice::from_ref(&found), true);
         let header = MaskHeader {
             masks: vec!["/run/udev/rules.d/70-kdump.rules".into()],
             restore_from: Some("/usr/lib/kdump/70-kdump.rules".into()),
@@ -503,9 +503,9 @@ mod tests {
             runtime: RuntimeFile::Ours(header),
             ..found
         };
-        assert!(plan(&[masked.clone()], true).actions.is_empty());
+        assert!(plan(std::slice::from_ref(&masked), true).actions.is_empty());
         assert_eq!(
-            release(&[masked.clone()]),
+            release(std::slice::from_ref(&masked)),
             [Action::Restore {
                 path: "/run/udev/rules.d/70-kdump.rules".into(),
                 from: "/usr/lib/kdump/70-kdump.rules".into(),
