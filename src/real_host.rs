@@ -14,6 +14,7 @@ use crate::edge::instance_lock::{self, InstanceLock, LockError};
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
 use crate::edge::kmsg_reader::KernelLog;
 use crate::edge::notify::SdNotifier;
+use crate::edge::rule_mask::HostRuleFiles;
 use crate::edge::uevent_source as uevents;
 use crate::edge::{
     signals, BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification,
@@ -509,9 +510,11 @@ pub async fn run_with(
         RunOptions::default(),
     );
     let loader_root = root.clone();
-    let mut daemon = daemon.with_loader_factory(Box::new(move |settings| {
-        self::loaders(settings, &loader_root)
-    }));
+    let mut daemon = daemon
+        .with_loader_factory(Box::new(move |settings| {
+            self::loaders(settings, &loader_root)
+        }))
+        .with_rule_files(Arc::new(HostRuleFiles::new(root.clone())));
     // The first snapshot is published before the name appears on the bus: the first reader sees it. Nothing
     // is loaded until the loop runs, which it does only once the bus name is ours (or there is no bus).
     daemon.prime();

@@ -147,6 +147,7 @@ reload_timeout_ms = 45000
         initial_load: InitialLoad::Never,
         watch_kernel_log: true,
         reload_timeout: Duration::from_millis(45000),
+        mask_distro_rule: true,
     };
     assert_eq!(root.load(), expected);
 }

@@ -124,6 +124,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Give the distribution's kdump hotplug udev rule back: remove the masks the daemon wrote in
+    /// /run/udev/rules.d (only files carrying its marker) and ask udevd to reload. The unit's ExecStopPost= runs
+    /// it, so the rule is back even after a crash or SIGKILL.
+    ReleaseRules {
+        /// Root for /etc, /run and /usr/lib/udev (fixture trees).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
+    },
     /// Print the merged configuration and where each value came from, or the error (exit status 1).
     CheckConfig {
         /// Root for the configuration directories under /etc, /run and /usr/lib (fixture trees).
@@ -273,6 +281,10 @@ pub fn main() -> ExitCode {
         Command::Plan { sysroot, json } => {
             die_quietly_on_closed_pipe();
             plan::print(sysroot, json)
+        }
+        Command::ReleaseRules { sysroot } => {
+            init_logging("info");
+            release_rules(sysroot)
         }
         Command::CheckConfig { sysroot } => {
             die_quietly_on_closed_pipe();
@@ -608,6 +620,29 @@ fn check_config(sysroot: PathBuf) -> ExitCode {
         }
         Err(error) => {
             eprintln!("kdump-hotplugd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn release_rules(sysroot: PathBuf) -> ExitCode {
+    use crate::daemon::rule_mask;
+    let files = crate::edge::rule_mask::HostRuleFiles::new(Sysroot::new(&sysroot));
+    match rule_mask::release(&files) {
+        Ok(changed) => {
+            if changed {
+                rule_mask::reload_udev(&files);
+            } else {
+                tracing::info!(
+                    "no mask of kdump-hotplugd in /run/udev/rules.d: nothing to give back"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            // What could be given back, udevd should see now.
+            rule_mask::reload_udev(&files);
             ExitCode::FAILURE
         }
     }

@@ -28,7 +28,7 @@ fn name<T: serde::Serialize + std::fmt::Debug>(value: &T) -> toml::Value {
 }
 
 /// Every key's effective value, in [`schema::KEYS`] order (a unit test holds it to that).
-fn values(settings: &Settings) -> [(&'static str, toml::Value); 19] {
+fn values(settings: &Settings) -> [(&'static str, toml::Value); 20] {
     let (debounce, loader, events) = (&settings.debounce, &settings.loader, &settings.events);
     [
         ("debounce.quiet_window_ms", millis(debounce.quiet_window)),
@@ -65,6 +65,10 @@ fn values(settings: &Settings) -> [(&'static str, toml::Value); 19] {
             toml::Value::Boolean(settings.watch_kernel_log),
         ),
         ("daemon.reload_timeout_ms", millis(settings.reload_timeout)),
+        (
+            "daemon.mask_distro_rule",
+            toml::Value::Boolean(settings.mask_distro_rule),
+        ),
     ]
 }
 

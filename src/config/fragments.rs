@@ -64,6 +64,7 @@ pub(crate) struct DaemonFragment {
     pub initial_load: Option<Spanned<InitialLoad>>,
     pub watch_kernel_log: Option<Spanned<bool>>,
     pub reload_timeout_ms: Option<Spanned<i64>>,
+    pub mask_distro_rule: Option<Spanned<bool>>,
 }
 
 /// Parses one file's text; `file` is the name errors show.
@@ -124,6 +125,7 @@ dry_run = true
 initial_load = "never"
 watch_kernel_log = false
 reload_timeout_ms = 150000
+mask_distro_rule = false
 "#;
         let expected = ConfigFragment {
             debounce: Some(DebounceFragment {
@@ -162,6 +164,7 @@ reload_timeout_ms = 150000
                 initial_load: spanned(text, "\"never\"", InitialLoad::Never),
                 watch_kernel_log: spanned(text, "false", false),
                 reload_timeout_ms: spanned(text, "150000", 150000),
+                mask_distro_rule: spanned(text, "false", false),
             }),
         };
         let parsed = parse("f", text).unwrap();

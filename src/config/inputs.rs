@@ -94,6 +94,7 @@ pub(crate) struct DaemonInputs {
     pub initial_load: Sourced<InitialLoad>,
     pub watch_kernel_log: Sourced<bool>,
     pub reload_timeout_ms: Sourced<i64>,
+    pub mask_distro_rule: Sourced<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +150,7 @@ impl Inputs {
                 initial_load: Sourced::builtin(settings.initial_load),
                 watch_kernel_log: Sourced::builtin(settings.watch_kernel_log),
                 reload_timeout_ms: Sourced::builtin(millis(settings.reload_timeout)),
+                mask_distro_rule: Sourced::builtin(settings.mask_distro_rule),
             },
             files: Vec::new(),
         }
@@ -207,11 +209,14 @@ impl Inputs {
             inputs
                 .reload_timeout_ms
                 .override_with(daemon.reload_timeout_ms, source);
+            inputs
+                .mask_distro_rule
+                .override_with(daemon.mask_distro_rule, source);
         }
     }
 
     /// Every key's origin, by dotted key, in [`super::schema::KEYS`] order (a unit test holds it to that).
-    fn origins(&self) -> [(&'static str, &Origin); 19] {
+    fn origins(&self) -> [(&'static str, &Origin); 20] {
         let (d, l, k, e, m) = (
             &self.debounce,
             &self.loader,
@@ -239,6 +244,7 @@ impl Inputs {
             ("daemon.initial_load", &m.initial_load.origin),
             ("daemon.watch_kernel_log", &m.watch_kernel_log.origin),
             ("daemon.reload_timeout_ms", &m.reload_timeout_ms.origin),
+            ("daemon.mask_distro_rule", &m.mask_distro_rule.origin),
         ]
     }
 

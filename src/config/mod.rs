@@ -128,6 +128,9 @@ pub struct Settings {
     pub watch_kernel_log: bool,
     /// A reload still running after this long is reported as stuck, and the watchdog is withheld.
     pub reload_timeout: Duration,
+    /// While running, mask the distribution's kdump hotplug udev rule with a runtime file in
+    /// `/run/udev/rules.d/` (removed when the daemon stops).
+    pub mask_distro_rule: bool,
 }
 
 impl Settings {
@@ -150,6 +153,7 @@ impl Default for Settings {
             initial_load: InitialLoad::IfMissing,
             watch_kernel_log: true,
             reload_timeout: Duration::from_secs(180),
+            mask_distro_rule: true,
         }
     }
 }

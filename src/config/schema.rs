@@ -83,6 +83,7 @@ pub(crate) const KEYS: &[KeySpec] = &[
     key("daemon", "initial_load", Expect::OneOf(INITIAL_LOADS)),
     key("daemon", "watch_kernel_log", Expect::Bool),
     key("daemon", "reload_timeout_ms", Expect::Integer),
+    key("daemon", "mask_distro_rule", Expect::Bool),
 ];
 
 pub(crate) fn find(section: &str, name: &str) -> Option<&'static KeySpec> {

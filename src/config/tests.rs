@@ -69,6 +69,7 @@ dry_run = true
 initial_load = "always"
 watch_kernel_log = false
 reload_timeout_ms = 150000
+mask_distro_rule = false
 "#;
     let expected = Settings {
         debounce: DebounceTimings {
@@ -96,6 +97,7 @@ reload_timeout_ms = 150000
         initial_load: InitialLoad::Always,
         watch_kernel_log: false,
         reload_timeout: Duration::from_millis(150000),
+        mask_distro_rule: false,
     };
     let (settings, provenance) = from_texts([(FILE, text)]).unwrap();
     assert_eq!(settings, expected);

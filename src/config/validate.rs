@@ -211,6 +211,7 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
         initial_load: inputs.daemon.initial_load.value,
         watch_kernel_log: inputs.daemon.watch_kernel_log.value,
         reload_timeout,
+        mask_distro_rule: inputs.daemon.mask_distro_rule.value,
     })
 }
 

@@ -12,4 +12,5 @@ pub mod model;
 pub mod parse;
 pub mod plan;
 pub mod ranges;
+pub mod rule_mask;
 pub mod uevent_record;

@@ -1,6 +1,7 @@
 //! The owner loop: one task owns all state and reacts to one [`Event`] at a time. Everything else (uevent
 //! sources, signals, D-Bus, loaders) only sends into its channel and reads the [`Status`] it publishes.
 
+pub mod rule_mask;
 mod status;
 
 pub use status::{Counters, Notice, State, Status};
@@ -18,7 +19,7 @@ use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice
 use crate::core::health::{self, Health, Pulse};
 use crate::core::model::HostSnapshot;
 use crate::core::uevent_record::UeventBatch;
-use crate::edge::{EventSource, Loader, Notifier};
+use crate::edge::{EventSource, Loader, Notifier, RuleFiles};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 pub use crate::messages::{Event, Request, SourceEnd};
 use crate::messages::{LoadError, LoadReport, LoadRequest, Notification, UeventSender};
@@ -142,6 +143,8 @@ pub struct Daemon {
     loaders: Loaders,
     loader_factory: Option<LoaderFactory>,
     notifier: Arc<dyn Notifier>,
+    /// Where the distribution's hotplug rule is masked while the daemon runs (`rule_mask`).
+    rule_files: Option<Arc<dyn RuleFiles>>,
     options: RunOptions,
     debouncer: Debouncer,
     events_tx: mpsc::Sender<Event>,
@@ -209,6 +212,7 @@ impl Daemon {
             loaders,
             loader_factory: None,
             notifier,
+            rule_files: None,
             options,
             events_tx,
             events_rx,
@@ -300,6 +304,7 @@ impl Daemon {
             }
         }
         self.notifier.notify(Notification::Stopping);
+        self.give_back_distro_rule().await;
         source_task.abort();
         if let Some(task) = watchdog_task {
             task.abort();
@@ -370,6 +375,8 @@ impl Daemon {
                     self.debouncer.force(Instant::now().into_std());
                 }
                 self.absorb_snapshot(snapshot);
+                // Only a daemon that can see the host stands in for the distribution's rule.
+                self.stand_in_for_distro_rule(true);
             }
             Err(error) => self.record_snapshot_error(&error),
         }
@@ -715,6 +722,8 @@ impl Daemon {
                     ranges,
                 });
                 self.answer_waiters(&format!("reloaded: {}", request.reason));
+                // A reload through SUSE's `systemctl restart kdump` copies kdump's rule over the mask.
+                self.stand_in_for_distro_rule(false);
             }
             Err(error) => {
                 let backoff = self
@@ -776,6 +785,8 @@ impl Daemon {
                 }
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
+                // mask_distro_rule may have changed, or the package put its rule back (SUSE's load.sh).
+                self.stand_in_for_distro_rule(true);
                 // What the status derives from the settings follows them now, not at the next snapshot.
                 if let Some(snapshot) = self.last_snapshot.take() {
                     self.absorb_snapshot(snapshot);

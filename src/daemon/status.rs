@@ -89,6 +89,9 @@ pub struct Status {
     /// The crash kernel the daemon reloads (the distro's plan) and the loader chosen for it.
     pub crash_kernel_plan: String,
     pub version: String,
+    /// The mask standing in for the distribution's hotplug rule (host path; several joined by ", "); empty =
+    /// none.
+    pub masked_rule: String,
 }
 
 impl Status {

@@ -244,6 +244,16 @@ fn summary(s: &StatusFields<'_>, now: SystemTime) -> String {
             s.text("LastReloadReason"),
         );
     }
+    let masked = s.text("MaskedRule");
+    let _ = writeln!(
+        out,
+        "distro rule:   {}",
+        if masked.is_empty() {
+            "none masked".to_owned()
+        } else {
+            format!("masked by {masked}")
+        }
+    );
     let error = s.text("LastError");
     let _ = writeln!(
         out,

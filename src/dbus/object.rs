@@ -111,6 +111,7 @@ fn status_dict(status: &Status) -> HashMap<String, Value<'static>> {
             Value::from(c.kernel_update_failures),
         ),
         ("LastDecision", Value::from(status.last_decision.clone())),
+        ("MaskedRule", Value::from(status.masked_rule.clone())),
         ("Summary", Value::from(status.summary())),
     ];
     dict.extend(extras.into_iter().map(|(k, v)| (k.to_owned(), v)));

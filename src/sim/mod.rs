@@ -8,6 +8,7 @@
 //! each change unless it no longer fits the buffer sized at load time, which it only logs (kernel/crash_core.c,
 //! arch/x86/kernel/crash.c).
 
+pub mod rules;
 pub mod run;
 
 use std::collections::{BTreeSet, HashMap};
