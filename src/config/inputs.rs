@@ -69,7 +69,7 @@ pub(crate) struct LoaderInputs {
     pub kernel: Sourced<String>,
     /// Empty = discover.
     pub initrd: Sourced<String>,
-    /// Empty = derive from the running kernel's.
+    /// Empty = the distribution's plan.
     pub cmdline: Sourced<String>,
     pub command: Sourced<Vec<String>>,
     pub command_timeout_ms: Sourced<i64>,

@@ -227,7 +227,7 @@ fn bad_enum_value_lists_the_valid_values() {
     assert_eq!(
         error_of("[loader]\nkind = \"kexec\"\n"),
         format!(
-            "{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"native\", \"command\", \
+            "{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"auto\", \"kexec-load\", \"native\", \"command\", \
              \"kexec-tools\""
         )
     );
