@@ -2,6 +2,7 @@
 //! the time, logs, or knows about tokio or the configuration types; the edges and the owner loop hand it plain
 //! values and act on what it returns.
 
+pub mod cmdline;
 pub mod debounce;
 pub mod decide;
 pub mod kmsg_record;

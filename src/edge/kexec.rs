@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::LoaderSettings;
+use crate::core::cmdline::Cmdline;
 use crate::core::decide::LoaderChoice;
 use crate::edge::{BoxFuture, LoadError, LoadReport, LoadRequest, Loader};
 use crate::host::sysroot::Sysroot;
@@ -82,21 +83,14 @@ pub const CMDLINE_APPEND: &[&str] = &[
 
 /// The crash kernel's command line from the running one: drops [`CMDLINE_REMOVE`] and appends
 /// [`CMDLINE_APPEND`]. Arguments after `--` belong to init and stay last.
+///
+/// Words are the kernel's own (`next_arg()` in lib/cmdline.c, see [`crate::core::cmdline`]): a double-quoted
+/// value such as `dyndbg="file foo.c +p"` is one word, kept byte for byte, never cut at its spaces.
 pub fn crash_cmdline(running: &str) -> String {
-    let words: Vec<&str> = running.split_whitespace().collect();
-    let split = words.iter().position(|w| *w == "--").unwrap_or(words.len());
-    let (kernel_args, init_args) = words.split_at(split);
-    let mut out: Vec<&str> = kernel_args
-        .iter()
-        .copied()
-        .filter(|word| {
-            let name = word.split_once('=').map_or(*word, |(name, _)| name);
-            !CMDLINE_REMOVE.contains(&name)
-        })
-        .collect();
-    out.extend(CMDLINE_APPEND);
-    out.extend(init_args);
-    out.join(" ")
+    let mut line = Cmdline::parse(running);
+    line.remove(CMDLINE_REMOVE);
+    line.append(&CMDLINE_APPEND.join(" "));
+    line.to_string()
 }
 
 /// Crash kernel images to try, in order, for kernel `release`.
@@ -517,6 +511,18 @@ mod tests {
         assert_eq!(
             crash_cmdline(""),
             "reset_devices irqpoll nr_cpus=1 cma=0 hugetlb_cma=0"
+        );
+    }
+
+    #[test]
+    fn crash_cmdline_keeps_quoted_values_whole() {
+        // A quoted value with spaces is one kernel word (next_arg): split at whitespace, `+p"` would survive as
+        // a word of its own and `crashkernel="…"`'s tail would leak into the crash kernel's line.
+        assert_eq!(
+            crash_cmdline(
+                r#"root=/dev/vda dyndbg="file foo.c +p" crashkernel="1G-4G:192M, 4G-:256M" quiet -- "init arg""#
+            ),
+            r#"root=/dev/vda dyndbg="file foo.c +p" quiet reset_devices irqpoll nr_cpus=1 cma=0 hugetlb_cma=0 -- "init arg""#
         );
     }
 
