@@ -247,8 +247,7 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
         crash_hotplug_cpu = crash.kernel_updates_cpu,
         reserved_bytes = crash.reserved_bytes,
         elfcorehdr_size = crash.elfcorehdr_size,
-        capacity = capacity.ranges,
-        capacity_source = ?capacity.source,
+        capacity = %capacity,
         "what the kernel can do"
     );
     if settings.dry_run {

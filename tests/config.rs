@@ -141,7 +141,7 @@ initial_load = "never"
             cpu: false,
             source: EventSourceKind::Udev,
         },
-        kernel_max_memory_ranges: 16384,
+        kernel_max_memory_ranges: Some(16384),
         dry_run: true,
         initial_load: InitialLoad::Never,
         watch_kernel_log: true,

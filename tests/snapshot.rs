@@ -37,6 +37,9 @@ fn range(start: u64, end: u64) -> MemRange {
     MemRange::new(start, end)
 }
 
+const SMALL_VM_CMDLINE: &str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 \
+     root=UUID=2f7d1c9e-4b1a-4e0c-9d51-7a3c2b6e8f10 ro quiet crashkernel=256M";
+
 /// Below 4 GiB, every q35 fixture has low RAM from 1 MiB to 0x7ffdbfff with the crash kernel cut out of it.
 fn q35_low_ranges() -> Vec<MemRange> {
     vec![range(MIB, 0x6eff_ffff), range(0x7f00_0000, 0x7ffd_bfff)]
@@ -59,9 +62,13 @@ fn small_vm() {
                 elfcorehdr_size: None,
                 kernel_updates_memory: false,
                 kernel_updates_cpu: false,
+                crash_hotplug_support: false,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16,
+            system_ram_bytes: 0x7ff7_ac00,
+            kernel_cmdline: Some(SMALL_VM_CMDLINE.into()),
         }
     );
 }
@@ -74,6 +81,8 @@ fn hidden_addresses() {
         HostSnapshot {
             ranges: vec![],
             addresses_hidden: true,
+            system_ram_bytes: 0,
+            kernel_cmdline: None,
             ..snapshot("small-vm")
         }
     );
@@ -102,9 +111,13 @@ fn self_updating() {
                 elfcorehdr_size: Some(SparseHost::ELFCOREHDR_SIZE),
                 kernel_updates_memory: true,
                 kernel_updates_cpu: true,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16 + 8 + 1 + 4,
+            system_ram_bytes: 0xe7f7_ac00,
+            kernel_cmdline: None,
         }
     );
 }
@@ -130,9 +143,13 @@ fn not_loaded_reads_the_new_kexec_layout_and_cuts_both_crash_reservations() {
                 elfcorehdr_size: Some(SparseHost::ELFCOREHDR_SIZE),
                 kernel_updates_memory: false,
                 kernel_updates_cpu: false,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16 + 48,
+            system_ram_bytes: 0x1_fff7_ac00,
+            kernel_cmdline: None,
         }
     );
 }
@@ -156,6 +173,8 @@ fn no_kexec() {
             crash: CrashState::default(),
             memory_block_size: None,
             memory_blocks: 0,
+            system_ram_bytes: 0x3_fa9c_f000,
+            kernel_cmdline: None,
         }
     );
 }
@@ -185,9 +204,13 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
                 elfcorehdr_size: Some(462_448),
                 kernel_updates_memory: true,
                 kernel_updates_cpu: true,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 32 + 32,
+            system_ram_bytes: 0x139_7ff7_ac00,
+            kernel_cmdline: None,
         }
     );
     // The header buffer holds 8192 memory ranges after the ELF header's 2 + 64 fixed slots.
@@ -322,6 +345,12 @@ fn new_kexec_paths_win_over_old_ones() {
         "4096\n",
     )
     .unwrap();
+    std::fs::write(kexec.join("crash_cma_ranges"), "40000000-40ffffff\n").unwrap();
+    std::fs::write(
+        dir.path().join("sys/kernel/kexec_crash_cma_ranges"),
+        "50000000-50ffffff\n",
+    )
+    .unwrap();
     let crash = SnapshotReader::open(Sysroot::new(dir.path()))
         .unwrap()
         .take()
@@ -336,6 +365,8 @@ fn new_kexec_paths_win_over_old_ones() {
             elfcorehdr_size: Some(2048),
             kernel_updates_memory: false,
             kernel_updates_cpu: false,
+            crash_hotplug_support: false,
+            cma_ranges: vec![MemRange::new(0x4000_0000, 0x40ff_ffff)],
         }
     );
 }

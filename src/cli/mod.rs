@@ -550,13 +550,8 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
         yes_no(crash.kernel_updates_cpu),
     );
     println!(
-        "kernel header capacity: {} ranges (from {}); needed: {}",
-        assessment.capacity.ranges,
-        match assessment.capacity.source {
-            decide::CapacitySource::ElfcorehdrSize => "crash_elfcorehdr_size",
-            decide::CapacitySource::Config => "config kernel.max_memory_ranges",
-        },
-        assessment.needed
+        "kernel header capacity: {}; needed: {}",
+        assessment.capacity, assessment.needed
     );
     if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
         println!("WARNING: kernel buffer too small: {needed} ranges needed, {capacity} fit");

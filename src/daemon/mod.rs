@@ -220,8 +220,7 @@ impl Daemon {
                 let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
                 tracing::info!(
                     ranges = snapshot.ranges.len(),
-                    capacity = capacity.ranges,
-                    capacity_source = ?capacity.source,
+                    capacity = %capacity,
                     crash_loaded = crash.loaded,
                     kernel_updates_memory = crash.kernel_updates_memory,
                     kernel_updates_cpu = crash.kernel_updates_cpu,
@@ -359,7 +358,7 @@ impl Daemon {
         tracing::info!(
             decision = %assessment.decision,
             needed = assessment.needed,
-            capacity = assessment.capacity.ranges,
+            capacity = %assessment.capacity,
             "decided"
         );
         self.absorb_snapshot(snapshot.clone());
@@ -578,14 +577,21 @@ impl Daemon {
 
     fn absorb_snapshot(&mut self, snapshot: HostSnapshot) {
         let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
-        let capacity_known = snapshot.crash.elfcorehdr_size.is_some();
+        let configured = self.settings.kernel_max_memory_ranges;
         self.publish(|s| {
             s.crash_kernel_loaded = snapshot.crash.loaded;
             s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
             s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;
             s.range_count = snapshot.ranges.len() as u64;
-            s.kernel_range_capacity = if capacity_known { capacity.ranges } else { 0 };
-            s.configured_range_capacity = capacity.ranges;
+            s.kernel_range_capacity = match capacity {
+                decide::Capacity::Known {
+                    ranges,
+                    source: decide::CapacitySource::ElfcorehdrSize,
+                } => ranges,
+                _ => 0,
+            };
+            s.configured_range_capacity = configured.map_or(0, u64::from);
+            s.capacity_kind = capacity.kind().to_owned();
             s.ranges = Arc::new(snapshot.ranges.clone());
             s.cpus = snapshot.present_cpus.to_string();
             s.addresses_hidden = snapshot.addresses_hidden;

@@ -10,9 +10,11 @@ use std::io::{Read, Seek, SeekFrom};
 use serde::Serialize;
 
 use crate::core::model::{CpuSet, CrashState, HostSnapshot};
-use crate::core::parse::sysfs::{parse_decimal, parse_flag, parse_hex, parse_memory_state};
+use crate::core::parse::sysfs::{
+    parse_decimal, parse_flag, parse_hex, parse_memory_state, parse_range_list,
+};
 use crate::core::parse::{cpulist, iomem, parse_decimal_u64, ParseError};
-use crate::core::ranges::{addresses_hidden, crash_ranges};
+use crate::core::ranges::{addresses_hidden, crash_ranges, system_ram_bytes};
 use crate::host::sysroot::{Sysroot, SysrootError};
 
 pub use crate::core::parse::sysfs::MemoryBlockState;
@@ -40,6 +42,12 @@ pub const CRASH_SIZE: [&str; 2] = [
     "/sys/kernel/kexec/crash_size",
     "/sys/kernel/kexec_crash_size",
 ];
+/// Crash CMA reservations, one `start-end` per line (6.17+; the 2025 layout moves it with the others).
+pub const CRASH_CMA_RANGES: [&str; 2] = [
+    "/sys/kernel/kexec/crash_cma_ranges",
+    "/sys/kernel/kexec_crash_cma_ranges",
+];
+pub const CMDLINE: &str = "/proc/cmdline";
 /// Exists only with `CONFIG_CRASH_HOTPLUG` (`kernel/ksysfs.c`, `crash_elfcorehdr_size_show`).
 pub const CRASH_ELFCOREHDR_SIZE: [&str; 2] = [
     "/sys/kernel/kexec/crash_elfcorehdr_size",
@@ -79,15 +87,26 @@ impl SnapshotReader {
 
     pub fn take(&mut self) -> Result<HostSnapshot, SnapshotError> {
         let resources = self.read_iomem()?;
+        let crash = read_crash_state(&self.sysroot)?;
         Ok(HostSnapshot {
-            ranges: crash_ranges(&resources),
+            ranges: crash_ranges(&resources, &crash.cma_ranges),
             addresses_hidden: addresses_hidden(&resources),
             present_cpus: read_cpus(&self.sysroot, CPU_PRESENT)?,
             online_cpus: read_cpus(&self.sysroot, CPU_ONLINE)?,
             possible_cpus: read_cpus(&self.sysroot, CPU_POSSIBLE)?,
-            crash: read_crash_state(&self.sysroot)?,
+            crash,
             memory_block_size: read_memory_block_size(&self.sysroot)?,
             memory_blocks: count_memory_blocks(&self.sysroot)?,
+            // Hidden addresses sum to nothing meaningful.
+            system_ram_bytes: if addresses_hidden(&resources) {
+                0
+            } else {
+                system_ram_bytes(&resources)
+            },
+            kernel_cmdline: self
+                .sysroot
+                .read_optional(CMDLINE)?
+                .map(|text| text.trim_end_matches('\n').to_owned()),
         })
     }
 
@@ -127,11 +146,18 @@ pub fn read_crash_state(sysroot: &Sysroot) -> Result<CrashState, SnapshotError> 
         Some((file, text)) => Some(parse_decimal(file, &text)?),
         None => None,
     };
+    let cma_ranges = match read_first(sysroot, &CRASH_CMA_RANGES)? {
+        Some((file, text)) => parse_range_list(file, &text)?,
+        None => Vec::new(),
+    };
     Ok(CrashState {
         kexec_supported: loaded_file.is_some(),
         loaded,
         reserved_bytes,
+        cma_ranges,
         elfcorehdr_size,
+        crash_hotplug_support: sysroot.exists(MEMORY_CRASH_HOTPLUG)
+            || sysroot.exists(CPU_CRASH_HOTPLUG),
         kernel_updates_memory: read_optional_flag(sysroot, MEMORY_CRASH_HOTPLUG)?,
         kernel_updates_cpu: read_optional_flag(sysroot, CPU_CRASH_HOTPLUG)?,
     })
