@@ -65,6 +65,8 @@ pub enum ServiceError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Source(#[from] uevents::SourceError),
+    #[error(transparent)]
+    Architecture(#[from] crate::core::arch::UnsupportedArchitecture),
     #[error("the owner loop ended abnormally: {0}")]
     OwnerLoop(String),
 }
@@ -266,6 +268,8 @@ pub async fn run(
     bus: BusAddress,
 ) -> Result<Report, ServiceError> {
     let root = Sysroot::new(&sysroot);
+    // Before anything is read or loaded: the range rules are x86_64's.
+    crate::core::arch::check(&crate::host::arch::machine(&root))?;
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
     let mut reader = SnapshotReader::open(root.clone())?;

@@ -10,7 +10,7 @@ use kdump_hotplugd::host::snapshot::{
     memory_blocks, MemoryBlock, MemoryBlockState, SnapshotError, SnapshotReader,
 };
 use kdump_hotplugd::host::sysroot::Sysroot;
-use sparse_host::SparseHost;
+use sparse_host::{Linux61SparseHost, SparseHost};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 128 * MIB;
@@ -69,6 +69,7 @@ fn small_vm() {
             memory_blocks: 16,
             system_ram_bytes: 0x7ff7_ac00,
             kernel_cmdline: Some(SMALL_VM_CMDLINE.into()),
+            distro_ids: vec![],
         }
     );
 }
@@ -83,6 +84,7 @@ fn hidden_addresses() {
             addresses_hidden: true,
             system_ram_bytes: 0,
             kernel_cmdline: None,
+            distro_ids: vec![],
             ..snapshot("small-vm")
         }
     );
@@ -118,6 +120,7 @@ fn self_updating() {
             memory_blocks: 16 + 8 + 1 + 4,
             system_ram_bytes: 0xe7f7_ac00,
             kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -150,6 +153,7 @@ fn not_loaded_reads_the_new_kexec_layout_and_cuts_both_crash_reservations() {
             memory_blocks: 16 + 48,
             system_ram_bytes: 0x1_fff7_ac00,
             kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -175,6 +179,7 @@ fn no_kexec() {
             memory_blocks: 0,
             system_ram_bytes: 0x3_fa9c_f000,
             kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -211,6 +216,7 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
             memory_blocks: 32 + 32,
             system_ram_bytes: 0x139_7ff7_ac00,
             kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
     // The header buffer holds 8192 memory ranges after the ELF header's 2 + 64 fixed slots.
@@ -221,13 +227,33 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
 
 #[test]
 fn sparse_host_fixture_matches_its_generator() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sparse-host");
-    let generated = SparseHost::CHECKED_IN.files();
+    matches_generator("sparse-host", SparseHost::CHECKED_IN.files(), |root| {
+        SparseHost::CHECKED_IN.write(root)
+    });
+}
+
+#[test]
+fn sparse_6_1_fixture_matches_its_generator() {
+    matches_generator(
+        "sparse-6.1",
+        Linux61SparseHost::CHECKED_IN.files(),
+        |root| Linux61SparseHost::CHECKED_IN.write(root),
+    );
+}
+
+fn matches_generator(
+    name: &str,
+    generated: std::collections::BTreeMap<String, String>,
+    write: impl Fn(&std::path::Path) -> std::io::Result<()>,
+) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     if std::env::var_os("REGENERATE_FIXTURES").is_some() {
         if root.exists() {
             std::fs::remove_dir_all(&root).unwrap();
         }
-        SparseHost::CHECKED_IN.write(&root).unwrap();
+        write(&root).unwrap();
     }
     let on_disk = sparse_host::read_tree(&root).unwrap();
     let paths = |files: &std::collections::BTreeMap<String, String>| {
@@ -236,7 +262,7 @@ fn sparse_host_fixture_matches_its_generator() {
     assert_eq!(
         paths(&on_disk),
         paths(&generated),
-        "sparse-host files differ from the generator; run REGENERATE_FIXTURES=1 cargo test --test snapshot"
+        "{name} files differ from the generator; run REGENERATE_FIXTURES=1 cargo test --test snapshot"
     );
     for (path, text) in &generated {
         assert!(
@@ -245,7 +271,7 @@ fn sparse_host_fixture_matches_its_generator() {
         );
     }
     let bytes: usize = on_disk.values().map(String::len).sum();
-    assert!(bytes < 2_000_000, "sparse-host is {bytes} bytes");
+    assert!(bytes < 2_000_000, "{name} is {bytes} bytes");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! the time, logs, or knows about tokio or the configuration types; the edges and the owner loop hand it plain
 //! values and act on what it returns.
 
+pub mod arch;
 pub mod cmdline;
 pub mod debounce;
 pub mod decide;
@@ -9,4 +10,5 @@ pub mod kmsg_record;
 pub mod model;
 pub mod parse;
 pub mod ranges;
+pub mod reservation;
 pub mod uevent_record;

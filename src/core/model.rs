@@ -115,6 +115,9 @@ pub struct HostSnapshot {
     pub system_ram_bytes: u64,
     /// The running kernel's command line (`/proc/cmdline`), without the final newline; `None` when absent.
     pub kernel_cmdline: Option<String>,
+    /// `/etc/os-release` `ID` and `ID_LIKE` words (for the distribution's recommended reservation); empty when
+    /// absent.
+    pub distro_ids: Vec<String>,
 }
 
 impl HostSnapshot {

@@ -15,6 +15,7 @@ use crate::config::{ConfigError, InitialLoad, Settings};
 use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
 use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
 use crate::core::model::HostSnapshot;
+use crate::core::reservation;
 use crate::core::uevent_record::UeventBatch;
 use crate::edge::{EventSource, Loader, Notifier};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
@@ -578,7 +579,26 @@ impl Daemon {
     fn absorb_snapshot(&mut self, snapshot: HostSnapshot) {
         let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
         let configured = self.settings.kernel_max_memory_ranges;
+        let reservation = reservation::of_snapshot(&snapshot);
+        let warning = reservation.warning().unwrap_or_default();
+        // Logged once per change of the verdict's text, not on every snapshot.
+        let before = self.status_tx.borrow().reservation_warning.clone();
+        if warning != before {
+            if warning.is_empty() {
+                tracing::info!(reservation = %reservation.verdict, "crash reservation check");
+            } else {
+                tracing::warn!("crash reservation too small: {warning}");
+            }
+        }
         self.publish(|s| {
+            s.reservation_warning = warning;
+            s.reservation_selects_bytes = reservation.selects();
+            s.reserved_bytes = snapshot.crash.reserved_bytes.unwrap_or(0);
+            s.distro_recommendation = reservation
+                .distro_recommendation
+                .as_ref()
+                .map(|r| format!("{}: {} ({})", r.by, r.selects, r.rule))
+                .unwrap_or_default();
             s.crash_kernel_loaded = snapshot.crash.loaded;
             s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
             s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;

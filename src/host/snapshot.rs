@@ -13,7 +13,7 @@ use crate::core::model::{CpuSet, CrashState, HostSnapshot};
 use crate::core::parse::sysfs::{
     parse_decimal, parse_flag, parse_hex, parse_memory_state, parse_range_list,
 };
-use crate::core::parse::{cpulist, iomem, parse_decimal_u64, ParseError};
+use crate::core::parse::{cpulist, iomem, os_release_ids, parse_decimal_u64, ParseError};
 use crate::core::ranges::{addresses_hidden, crash_ranges, system_ram_bytes};
 use crate::host::sysroot::{Sysroot, SysrootError};
 
@@ -48,6 +48,7 @@ pub const CRASH_CMA_RANGES: [&str; 2] = [
     "/sys/kernel/kexec_crash_cma_ranges",
 ];
 pub const CMDLINE: &str = "/proc/cmdline";
+pub const OS_RELEASE: &str = "/etc/os-release";
 /// Exists only with `CONFIG_CRASH_HOTPLUG` (`kernel/ksysfs.c`, `crash_elfcorehdr_size_show`).
 pub const CRASH_ELFCOREHDR_SIZE: [&str; 2] = [
     "/sys/kernel/kexec/crash_elfcorehdr_size",
@@ -107,6 +108,10 @@ impl SnapshotReader {
                 .sysroot
                 .read_optional(CMDLINE)?
                 .map(|text| text.trim_end_matches('\n').to_owned()),
+            distro_ids: match self.sysroot.read_optional(OS_RELEASE)? {
+                Some(text) => os_release_ids(&text),
+                None => Vec::new(),
+            },
         })
     }
 
