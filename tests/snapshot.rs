@@ -452,3 +452,70 @@ fn a_kept_reader_rereads_16k_ranges_and_16k_blocks_the_same() {
     assert_eq!(first.memory_blocks, 32 + 16_384);
     assert_eq!(reader.take().unwrap(), first);
 }
+
+#[test]
+fn a_crash_hotplug_zero_after_a_one_is_reread_before_it_is_believed() {
+    use kdump_hotplugd::core::hotplug_flag::ZeroConfirmation;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    SparseHost {
+        plugged_blocks: 4,
+        virtio_memory_dirs: 0,
+    }
+    .write(dir.path())
+    .unwrap();
+    let flag = dir.path().join("sys/devices/system/memory/crash_hotplug");
+    let pauses = Arc::new(Mutex::new(Vec::new()));
+    let recorded = pauses.clone();
+    let flag_during_pause = flag.clone();
+    let mut reader = SnapshotReader::open(Sysroot::new(dir.path()))
+        .unwrap()
+        .with_zero_confirmation(
+            ZeroConfirmation {
+                rereads: 3,
+                interval: Duration::from_millis(20),
+            },
+            Box::new(move |interval| {
+                let mut pauses = recorded.lock().unwrap();
+                pauses.push(interval);
+                // The lock is free again by the second re-read.
+                if pauses.len() == 2 {
+                    std::fs::write(&flag_during_pause, "1\n").unwrap();
+                }
+            }),
+        );
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    // A contended read: 0 once, 1 again on the second re-read.
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 2);
+    // A lasting 0 is believed after the bounded re-reads, and then not re-read again.
+    pauses.lock().unwrap().clear();
+    let mut reader = SnapshotReader::open(Sysroot::new(dir.path()))
+        .unwrap()
+        .with_zero_confirmation(
+            ZeroConfirmation {
+                rereads: 3,
+                interval: Duration::from_millis(20),
+            },
+            {
+                let recorded = pauses.clone();
+                Box::new(move |interval| recorded.lock().unwrap().push(interval))
+            },
+        );
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(*pauses.lock().unwrap(), vec![Duration::from_millis(20); 3]);
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 3, "0 after 0 is not re-read");
+    // With no crash kernel loaded, 0 is the answer at once.
+    std::fs::write(&flag, "1\n").unwrap();
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    std::fs::write(dir.path().join("sys/kernel/kexec_crash_loaded"), "0\n").unwrap();
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 3);
+}

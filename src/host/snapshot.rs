@@ -6,9 +6,11 @@
 //! [`memory_blocks`], for the CLI.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::core::hotplug_flag::{needs_confirming, ZeroConfirmation};
 use crate::core::model::{CpuSet, CrashState, HostSnapshot};
 use crate::core::parse::sysfs::{
     parse_decimal, parse_flag, parse_hex, parse_memory_state, parse_range_list,
@@ -70,6 +72,11 @@ pub struct SnapshotReader {
     iomem: std::fs::File,
     /// Reused across snapshots: `/proc/iomem` on a sparse host is ~1 MB.
     buffer: String,
+    /// The `crash_hotplug` flags (memory, cpu) the last snapshot believed.
+    last_flags: Option<(bool, bool)>,
+    confirmation: ZeroConfirmation,
+    /// Waits between re-reads of a `crash_hotplug` 0 (`std::thread::sleep`; tests pass their own).
+    pause: Box<dyn FnMut(Duration) + Send>,
 }
 
 impl SnapshotReader {
@@ -79,7 +86,50 @@ impl SnapshotReader {
             sysroot,
             iomem,
             buffer: String::new(),
+            last_flags: None,
+            confirmation: ZeroConfirmation::DEFAULT,
+            pause: Box::new(std::thread::sleep),
         })
+    }
+
+    /// How a `crash_hotplug` 0 after a 1 is confirmed, and how the reader waits between re-reads.
+    pub fn with_zero_confirmation(
+        mut self,
+        confirmation: ZeroConfirmation,
+        pause: Box<dyn FnMut(Duration) + Send>,
+    ) -> Self {
+        self.confirmation = confirmation;
+        self.pause = pause;
+        self
+    }
+
+    /// Re-reads a `crash_hotplug` flag that dropped from 1 to 0 while a crash kernel stays loaded, as
+    /// [`needs_confirming`] decides: the kernel reads 0 while the kexec lock is contended. A 1 on any re-read
+    /// wins; a 0 on every one is believed.
+    fn confirm_flags(&mut self, crash: &mut CrashState) -> Result<(), SnapshotError> {
+        let Some((memory_before, cpu_before)) = self.last_flags else {
+            return Ok(());
+        };
+        for _ in 0..self.confirmation.rereads {
+            let memory = needs_confirming(
+                Some(memory_before),
+                crash.kernel_updates_memory,
+                crash.loaded,
+            );
+            let cpu = needs_confirming(Some(cpu_before), crash.kernel_updates_cpu, crash.loaded);
+            if !memory && !cpu {
+                break;
+            }
+            (self.pause)(self.confirmation.interval);
+            if memory {
+                crash.kernel_updates_memory =
+                    read_optional_flag(&self.sysroot, MEMORY_CRASH_HOTPLUG)?;
+            }
+            if cpu {
+                crash.kernel_updates_cpu = read_optional_flag(&self.sysroot, CPU_CRASH_HOTPLUG)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn sysroot(&self) -> &Sysroot {
@@ -88,7 +138,9 @@ impl SnapshotReader {
 
     pub fn take(&mut self) -> Result<HostSnapshot, SnapshotError> {
         let resources = self.read_iomem()?;
-        let crash = read_crash_state(&self.sysroot)?;
+        let mut crash = read_crash_state(&self.sysroot)?;
+        self.confirm_flags(&mut crash)?;
+        self.last_flags = Some((crash.kernel_updates_memory, crash.kernel_updates_cpu));
         Ok(HostSnapshot {
             ranges: crash_ranges(&resources, &crash.cma_ranges),
             addresses_hidden: addresses_hidden(&resources),
