@@ -81,6 +81,8 @@ pub enum ServiceError {
     /// The event source ended while the daemon ran: it would be blind to hotplug.
     #[error("{0}")]
     SourceEnded(String),
+    #[error(transparent)]
+    Architecture(#[from] crate::core::arch::UnsupportedArchitecture),
     #[error("the owner loop ended abnormally: {0}")]
     OwnerLoop(String),
 }
@@ -410,8 +412,7 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
         crash_hotplug_cpu = crash.kernel_updates_cpu,
         reserved_bytes = crash.reserved_bytes,
         elfcorehdr_size = crash.elfcorehdr_size,
-        capacity = capacity.ranges,
-        capacity_source = ?capacity.source,
+        capacity = %capacity,
         "what the kernel can do"
     );
     if settings.dry_run {
@@ -459,6 +460,8 @@ pub async fn run_with(
         .unwrap_or_else(|| root.path(instance_lock::RUNTIME_DIR));
     let lock = InstanceLock::acquire(&runtime_dir)?;
     tracing::info!(lock = %lock.path().display(), "instance lock taken");
+    // Before anything is read or loaded: the range rules are x86_64's.
+    crate::core::arch::check(&crate::host::arch::machine(&root))?;
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
     let mut reader = SnapshotReader::open(root.clone())?;

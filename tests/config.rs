@@ -142,7 +142,7 @@ reload_timeout_ms = 45000
             cpu: false,
             source: EventSourceKind::Udev,
         },
-        kernel_max_memory_ranges: 16384,
+        kernel_max_memory_ranges: Some(16384),
         dry_run: true,
         initial_load: InitialLoad::Never,
         watch_kernel_log: true,

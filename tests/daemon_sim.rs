@@ -106,6 +106,25 @@ async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stale_header_kernel_past_8192_ranges_reloads_with_kexec_file_load() {
+    // Issue 13: a 6.1-like kernel has no crash hotplug buffer; kexec_file_load sizes its header to the ranges.
+    let outcome = simulate(scenario("sparse-stale")).await;
+    assert_eq!(outcome.report.counters.reloads, 1);
+    assert_eq!(outcome.loads.len(), 1);
+    assert_eq!(outcome.loads[0].method, LoaderChoice::Configured);
+    assert_eq!(outcome.loads[0].ranges, 3 + 9_000);
+    assert!(
+        !outcome
+            .report
+            .last_reload_reason
+            .contains("buffer too small"),
+        "{}",
+        outcome.report.last_reload_reason
+    );
+    assert!(outcome.coverage.missing().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn cpu_hotplug_reloads_for_each_settled_change() {
     let outcome = simulate(scenario("cpu-hotplug")).await;
     assert_eq!(outcome.report.counters.reloads, 2);

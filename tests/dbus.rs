@@ -34,6 +34,8 @@ const PROPERTIES: &[(&str, &str)] = &[
     ("KernelUpdatesCpu", "b"),
     ("RangeCount", "u"),
     ("KernelRangeCapacity", "u"),
+    ("CapacityKind", "s"),
+    ("ReservationWarning", "s"),
     ("EventsSeen", "t"),
     ("EventsCoalesced", "t"),
     ("EventsMalformed", "t"),
@@ -398,6 +400,8 @@ fn every_property_ranges_and_the_reload_signal_after_a_burst() {
         0,
         "a 6.1-like kernel does not say"
     );
+    assert_eq!(get("CapacityKind"), "unbounded", "it has no fixed buffer");
+    assert_eq!(get("ReservationWarning"), "", "nothing to evaluate");
     assert_eq!(get("EventsSeen"), 0);
     assert_eq!(get("Reloads"), 0);
     assert_eq!(get("Loader"), "simulated kexec_file_load");
@@ -474,7 +478,7 @@ fn every_property_ranges_and_the_reload_signal_after_a_burst() {
     assert!(client.status.success(), "{}", text(&client.stderr));
     for expected in [
         "crash kernel:  loaded;",
-        "memory ranges: 4; the kernel does not say how many fit",
+        "memory ranges: 4; the kernel sizes each load to the ranges (no crash hotplug buffer)",
         "events:        16384 seen, 16383 coalesced, 0 malformed, 0 socket overflows",
         "reloads:       1 (0 failed, 0 skipped)",
         "memory ranges changed",
@@ -659,6 +663,7 @@ fn a_header_too_big_for_the_kernel_buffer_is_signalled_then_reloaded_another_way
     assert_eq!(finished["data"][0], true, "{finished}");
     assert_eq!(finished["data"][3], 10_243);
     assert_eq!(property(&bus, "KernelRangeCapacity"), 8_254);
+    assert_eq!(property(&bus, "CapacityKind"), "known");
     assert_eq!(property(&bus, "RangeCount"), 10_243);
     assert_eq!(
         property(&bus, "KernelUpdatesMemory"),
@@ -738,7 +743,12 @@ fn sighup_rereads_the_configuration_keeps_the_old_on_error_and_applies_a_good_on
             .as_u64()
             .expect("ConfiguredRangeCapacity")
     };
-    assert_eq!(configured_capacity(), 8192);
+    assert_eq!(configured_capacity(), 0, "no override by default");
+    assert_eq!(
+        property(&bus, "CapacityKind"),
+        "unbounded",
+        "a 6.1-like kernel sizes each load to the ranges"
+    );
 
     std::fs::write(&config, "[kernel]\nmax_memory_ranges = \"many\"\n").expect("config");
     kill(pid, Signal::SIGHUP).expect("SIGHUP");
@@ -753,7 +763,7 @@ fn sighup_rereads_the_configuration_keeps_the_old_on_error_and_applies_a_good_on
             && last_error.contains("kernel.max_memory_ranges"),
         "{last_error}"
     );
-    assert_eq!(configured_capacity(), 8192, "the old configuration stays");
+    assert_eq!(configured_capacity(), 0, "the old configuration stays");
 
     std::fs::write(&config, "[kernel]\nmax_memory_ranges = 4096\n").expect("config");
     kill(pid, Signal::SIGHUP).expect("SIGHUP");

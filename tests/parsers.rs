@@ -153,7 +153,7 @@ proptest! {
                 previous_depth = Some(r.depth);
             }
             // Every range this parser accepts, crash_ranges must handle.
-            let ranges = crash_ranges(&resources);
+            let ranges = crash_ranges(&resources, &[]);
             prop_assert!(ranges.windows(2).all(|w| w[0].end < w[1].start));
         }
     }
@@ -183,6 +183,7 @@ proptest! {
     fn crash_ranges_match_the_kernels_algorithm(
         ram in prop::collection::vec((0u64..64, 1u64..8), 0..12),
         crash in prop::collection::vec((0u64..72, 1u64..12), 0..4),
+        cma in prop::collection::vec((0u64..72, 1u64..12), 0..3),
         nest_crash_under_ram in any::<bool>(),
     ) {
         // Addresses in 256 KiB units, so the low 1 MiB cut and the crash reservations all interact.
@@ -204,11 +205,17 @@ proptest! {
             resources.push(Resource { start, end, depth, name: "Crash kernel".into() });
             exclusions.push((start, end));
         }
+        // Crash CMA ranges come last, one crash_exclude_mem_range each (`elf_header_exclude_ranges`).
+        let cma: Vec<MemRange> = cma
+            .into_iter()
+            .map(|(start, length)| MemRange::new(start * UNIT, (start + length) * UNIT - 1))
+            .collect();
+        exclusions.extend(cma.iter().map(|r| (r.start, r.end)));
         let mut expected = walked;
         for (start, end) in exclusions {
             kernel_crash_exclude_mem_range(&mut expected, start, end);
         }
-        prop_assert_eq!(crash_ranges(&resources), expected);
+        prop_assert_eq!(crash_ranges(&resources, &cma), expected);
     }
 }
 
@@ -274,7 +281,7 @@ fn parses_64k_lines_into_one_range_each() {
     let text = host.files().remove("proc/iomem").unwrap();
     assert!(text.lines().count() > 64 * 1024);
     let resources = iomem::parse("/proc/iomem", &text).unwrap();
-    assert_eq!(crash_ranges(&resources).len(), 3 + 64 * 1024);
+    assert_eq!(crash_ranges(&resources, &[]).len(), 3 + 64 * 1024);
 }
 
 #[test]

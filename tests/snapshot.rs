@@ -10,7 +10,7 @@ use kdump_hotplugd::host::snapshot::{
     memory_blocks, MemoryBlock, MemoryBlockState, SnapshotError, SnapshotReader,
 };
 use kdump_hotplugd::host::sysroot::Sysroot;
-use sparse_host::SparseHost;
+use sparse_host::{Linux61SparseHost, SparseHost};
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 128 * MIB;
@@ -37,6 +37,9 @@ fn range(start: u64, end: u64) -> MemRange {
     MemRange::new(start, end)
 }
 
+const SMALL_VM_CMDLINE: &str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 \
+     root=UUID=2f7d1c9e-4b1a-4e0c-9d51-7a3c2b6e8f10 ro quiet crashkernel=256M";
+
 /// Below 4 GiB, every q35 fixture has low RAM from 1 MiB to 0x7ffdbfff with the crash kernel cut out of it.
 fn q35_low_ranges() -> Vec<MemRange> {
     vec![range(MIB, 0x6eff_ffff), range(0x7f00_0000, 0x7ffd_bfff)]
@@ -59,9 +62,14 @@ fn small_vm() {
                 elfcorehdr_size: None,
                 kernel_updates_memory: false,
                 kernel_updates_cpu: false,
+                crash_hotplug_support: false,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16,
+            system_ram_bytes: 0x7ff7_ac00,
+            kernel_cmdline: Some(SMALL_VM_CMDLINE.into()),
+            distro_ids: vec![],
         }
     );
 }
@@ -74,6 +82,9 @@ fn hidden_addresses() {
         HostSnapshot {
             ranges: vec![],
             addresses_hidden: true,
+            system_ram_bytes: 0,
+            kernel_cmdline: None,
+            distro_ids: vec![],
             ..snapshot("small-vm")
         }
     );
@@ -102,9 +113,14 @@ fn self_updating() {
                 elfcorehdr_size: Some(SparseHost::ELFCOREHDR_SIZE),
                 kernel_updates_memory: true,
                 kernel_updates_cpu: true,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16 + 8 + 1 + 4,
+            system_ram_bytes: 0xe7f7_ac00,
+            kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -130,9 +146,14 @@ fn not_loaded_reads_the_new_kexec_layout_and_cuts_both_crash_reservations() {
                 elfcorehdr_size: Some(SparseHost::ELFCOREHDR_SIZE),
                 kernel_updates_memory: false,
                 kernel_updates_cpu: false,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 16 + 48,
+            system_ram_bytes: 0x1_fff7_ac00,
+            kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -156,6 +177,9 @@ fn no_kexec() {
             crash: CrashState::default(),
             memory_block_size: None,
             memory_blocks: 0,
+            system_ram_bytes: 0x3_fa9c_f000,
+            kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
 }
@@ -185,9 +209,14 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
                 elfcorehdr_size: Some(462_448),
                 kernel_updates_memory: true,
                 kernel_updates_cpu: true,
+                crash_hotplug_support: true,
+                cma_ranges: vec![],
             },
             memory_block_size: Some(BLOCK),
             memory_blocks: 32 + 32,
+            system_ram_bytes: 0x139_7ff7_ac00,
+            kernel_cmdline: None,
+            distro_ids: vec![],
         }
     );
     // The header buffer holds 8192 memory ranges after the ELF header's 2 + 64 fixed slots.
@@ -198,13 +227,33 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
 
 #[test]
 fn sparse_host_fixture_matches_its_generator() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sparse-host");
-    let generated = SparseHost::CHECKED_IN.files();
+    matches_generator("sparse-host", SparseHost::CHECKED_IN.files(), |root| {
+        SparseHost::CHECKED_IN.write(root)
+    });
+}
+
+#[test]
+fn sparse_6_1_fixture_matches_its_generator() {
+    matches_generator(
+        "sparse-6.1",
+        Linux61SparseHost::CHECKED_IN.files(),
+        |root| Linux61SparseHost::CHECKED_IN.write(root),
+    );
+}
+
+fn matches_generator(
+    name: &str,
+    generated: std::collections::BTreeMap<String, String>,
+    write: impl Fn(&std::path::Path) -> std::io::Result<()>,
+) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     if std::env::var_os("REGENERATE_FIXTURES").is_some() {
         if root.exists() {
             std::fs::remove_dir_all(&root).unwrap();
         }
-        SparseHost::CHECKED_IN.write(&root).unwrap();
+        write(&root).unwrap();
     }
     let on_disk = sparse_host::read_tree(&root).unwrap();
     let paths = |files: &std::collections::BTreeMap<String, String>| {
@@ -213,7 +262,7 @@ fn sparse_host_fixture_matches_its_generator() {
     assert_eq!(
         paths(&on_disk),
         paths(&generated),
-        "sparse-host files differ from the generator; run REGENERATE_FIXTURES=1 cargo test --test snapshot"
+        "{name} files differ from the generator; run REGENERATE_FIXTURES=1 cargo test --test snapshot"
     );
     for (path, text) in &generated {
         assert!(
@@ -222,7 +271,7 @@ fn sparse_host_fixture_matches_its_generator() {
         );
     }
     let bytes: usize = on_disk.values().map(String::len).sum();
-    assert!(bytes < 2_000_000, "sparse-host is {bytes} bytes");
+    assert!(bytes < 2_000_000, "{name} is {bytes} bytes");
 }
 
 #[test]
@@ -322,6 +371,12 @@ fn new_kexec_paths_win_over_old_ones() {
         "4096\n",
     )
     .unwrap();
+    std::fs::write(kexec.join("crash_cma_ranges"), "40000000-40ffffff\n").unwrap();
+    std::fs::write(
+        dir.path().join("sys/kernel/kexec_crash_cma_ranges"),
+        "50000000-50ffffff\n",
+    )
+    .unwrap();
     let crash = SnapshotReader::open(Sysroot::new(dir.path()))
         .unwrap()
         .take()
@@ -336,6 +391,8 @@ fn new_kexec_paths_win_over_old_ones() {
             elfcorehdr_size: Some(2048),
             kernel_updates_memory: false,
             kernel_updates_cpu: false,
+            crash_hotplug_support: false,
+            cma_ranges: vec![MemRange::new(0x4000_0000, 0x40ff_ffff)],
         }
     );
 }
@@ -394,4 +451,71 @@ fn a_kept_reader_rereads_16k_ranges_and_16k_blocks_the_same() {
     assert_eq!(first.ranges.len(), 3 + 16_384);
     assert_eq!(first.memory_blocks, 32 + 16_384);
     assert_eq!(reader.take().unwrap(), first);
+}
+
+#[test]
+fn a_crash_hotplug_zero_after_a_one_is_reread_before_it_is_believed() {
+    use kdump_hotplugd::core::hotplug_flag::ZeroConfirmation;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    SparseHost {
+        plugged_blocks: 4,
+        virtio_memory_dirs: 0,
+    }
+    .write(dir.path())
+    .unwrap();
+    let flag = dir.path().join("sys/devices/system/memory/crash_hotplug");
+    let pauses = Arc::new(Mutex::new(Vec::new()));
+    let recorded = pauses.clone();
+    let flag_during_pause = flag.clone();
+    let mut reader = SnapshotReader::open(Sysroot::new(dir.path()))
+        .unwrap()
+        .with_zero_confirmation(
+            ZeroConfirmation {
+                rereads: 3,
+                interval: Duration::from_millis(20),
+            },
+            Box::new(move |interval| {
+                let mut pauses = recorded.lock().unwrap();
+                pauses.push(interval);
+                // The lock is free again by the second re-read.
+                if pauses.len() == 2 {
+                    std::fs::write(&flag_during_pause, "1\n").unwrap();
+                }
+            }),
+        );
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    // A contended read: 0 once, 1 again on the second re-read.
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 2);
+    // A lasting 0 is believed after the bounded re-reads, and then not re-read again.
+    pauses.lock().unwrap().clear();
+    let mut reader = SnapshotReader::open(Sysroot::new(dir.path()))
+        .unwrap()
+        .with_zero_confirmation(
+            ZeroConfirmation {
+                rereads: 3,
+                interval: Duration::from_millis(20),
+            },
+            {
+                let recorded = pauses.clone();
+                Box::new(move |interval| recorded.lock().unwrap().push(interval))
+            },
+        );
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(*pauses.lock().unwrap(), vec![Duration::from_millis(20); 3]);
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 3, "0 after 0 is not re-read");
+    // With no crash kernel loaded, 0 is the answer at once.
+    std::fs::write(&flag, "1\n").unwrap();
+    assert!(reader.take().unwrap().crash.kernel_updates_memory);
+    std::fs::write(dir.path().join("sys/kernel/kexec_crash_loaded"), "0\n").unwrap();
+    std::fs::write(&flag, "0\n").unwrap();
+    assert!(!reader.take().unwrap().crash.kernel_updates_memory);
+    assert_eq!(pauses.lock().unwrap().len(), 3);
 }

@@ -11,6 +11,7 @@ mod plan;
 
 use crate::config::{self, Settings};
 use crate::core::decide::{self, LoadedHeader, Triggers};
+use crate::core::reservation;
 use crate::daemon::Event;
 use crate::dbus::{self, BusAddress};
 use crate::edge::signals;
@@ -533,6 +534,12 @@ fn print_json_report(outcome: &SimulationOutcome) {
 }
 
 fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
+    if let Err(refusal) =
+        crate::core::arch::check(&crate::host::arch::machine(&Sysroot::new(&sysroot)))
+    {
+        eprintln!("kdump-hotplugd: {refusal}");
+        return ExitCode::FAILURE;
+    }
     let settings = match load_settings(&sysroot) {
         Ok(settings) => settings,
         Err(error) => {
@@ -555,8 +562,16 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
         &Triggers::default(),
         &settings.decision_policy(),
     );
+    let reservation = reservation::of_snapshot(&snapshot);
     if json {
-        let value = serde_json::json!({ "snapshot": snapshot, "assessment": assessment });
+        let value = serde_json::json!({
+            "snapshot": snapshot,
+            "assessment": assessment,
+            "capacity_kind": assessment.capacity.kind(),
+            "cma_ranges_excluded": snapshot.crash.cma_ranges,
+            "reservation": reservation,
+            "reservation_warning": reservation.warning(),
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -589,16 +604,32 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
         yes_no(crash.kernel_updates_cpu),
     );
     println!(
-        "kernel header capacity: {} ranges (from {}); needed: {}",
-        assessment.capacity.ranges,
-        match assessment.capacity.source {
-            decide::CapacitySource::ElfcorehdrSize => "crash_elfcorehdr_size",
-            decide::CapacitySource::Config => "config kernel.max_memory_ranges",
-        },
-        assessment.needed
+        "kernel header capacity: {}; needed: {}",
+        assessment.capacity, assessment.needed
     );
+    if !crash.cma_ranges.is_empty() {
+        let listed: Vec<String> = crash.cma_ranges.iter().map(ToString::to_string).collect();
+        println!(
+            "crash CMA ranges excluded: {} ({})",
+            crash.cma_ranges.len(),
+            listed.join(", ")
+        );
+    }
     if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
         println!("WARNING: kernel buffer too small: {needed} ranges needed, {capacity} fit");
+    }
+    println!("crash reservation: {}", reservation.verdict);
+    if let Some(r) = &reservation.distro_recommendation {
+        println!(
+            "  {} recommends {} MiB for this memory: crashkernel={} ({})",
+            r.by,
+            r.selects >> 20,
+            r.rule,
+            r.source
+        );
+    }
+    if let Some(warning) = reservation.warning() {
+        println!("WARNING: crash reservation too small: {warning}");
     }
     println!("decision: {}", assessment.decision);
     ExitCode::SUCCESS

@@ -53,7 +53,7 @@ fn values(settings: &Settings) -> [(&'static str, toml::Value); 20] {
         ("loader.kexec_path", optional_path(Some(&loader.kexec_path))),
         (
             "kernel.max_memory_ranges",
-            toml::Value::Integer(i64::from(settings.kernel_max_memory_ranges)),
+            toml::Value::Integer(i64::from(settings.kernel_max_memory_ranges.unwrap_or(0))),
         ),
         ("events.memory", toml::Value::Boolean(events.memory)),
         ("events.cpu", toml::Value::Boolean(events.cpu)),
@@ -72,13 +72,14 @@ fn values(settings: &Settings) -> [(&'static str, toml::Value); 20] {
     ]
 }
 
-/// What an empty value stands for, for the keys where empty means "work it out".
+/// What an empty value (or 0) stands for, for the keys where empty means "work it out".
 fn empty_means(key: &str) -> Option<&'static str> {
     match key {
         "loader.kernel" => Some("the distribution's plan: kdump-hotplugd plan"),
         "loader.initrd" => Some("the distribution's plan"),
         "loader.cmdline" => Some("the distribution's plan"),
         "loader.command" => Some("detect the distribution's tool"),
+        "kernel.max_memory_ranges" => Some("no override, the kernel's own size"),
         _ => None,
     }
 }
@@ -87,6 +88,7 @@ fn is_empty(value: &toml::Value) -> bool {
     match value {
         toml::Value::String(text) => text.is_empty(),
         toml::Value::Array(items) => items.is_empty(),
+        toml::Value::Integer(number) => *number == 0,
         _ => false,
     }
 }

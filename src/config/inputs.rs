@@ -138,7 +138,9 @@ impl Inputs {
                 kexec_path: Sourced::builtin(path_text(Some(&settings.loader.kexec_path))),
             },
             kernel: KernelInputs {
-                max_memory_ranges: Sourced::builtin(i64::from(settings.kernel_max_memory_ranges)),
+                max_memory_ranges: Sourced::builtin(i64::from(
+                    settings.kernel_max_memory_ranges.unwrap_or(0),
+                )),
             },
             events: EventsInputs {
                 memory: Sourced::builtin(settings.events.memory),

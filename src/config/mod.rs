@@ -118,9 +118,9 @@ pub struct Settings {
     pub debounce: DebounceTimings,
     pub loader: LoaderSettings,
     pub events: EventSettings,
-    /// Fallback header capacity when the kernel has no `crash_elfcorehdr_size`: its
-    /// `CONFIG_CRASH_MAX_MEMORY_RANGES` (default 8192).
-    pub kernel_max_memory_ranges: u32,
+    /// Header capacity, in memory ranges, of a kernel that updates the header in place but hides the size of
+    /// its buffer (no `crash_elfcorehdr_size`). `None` (the default, `0` in the file): no override.
+    pub kernel_max_memory_ranges: Option<u32>,
     /// Decide and log, but never load.
     pub dry_run: bool,
     pub initial_load: InitialLoad,
@@ -137,7 +137,7 @@ impl Settings {
     /// The plain values the pure decision takes from the configuration.
     pub fn decision_policy(&self) -> crate::core::decide::Policy {
         crate::core::decide::Policy {
-            configured_max_memory_ranges: self.kernel_max_memory_ranges,
+            max_memory_ranges_override: self.kernel_max_memory_ranges,
         }
     }
 }
@@ -148,7 +148,7 @@ impl Default for Settings {
             debounce: DebounceTimings::default(),
             loader: LoaderSettings::default(),
             events: EventSettings::default(),
-            kernel_max_memory_ranges: 8192,
+            kernel_max_memory_ranges: None,
             dry_run: false,
             initial_load: InitialLoad::IfMissing,
             watch_kernel_log: true,

@@ -92,7 +92,7 @@ mask_distro_rule = false
             cpu: false,
             source: EventSourceKind::Kernel,
         },
-        kernel_max_memory_ranges: 4096,
+        kernel_max_memory_ranges: Some(4096),
         dry_run: true,
         initial_load: InitialLoad::Always,
         watch_kernel_log: false,
@@ -363,21 +363,29 @@ fn the_reload_deadline_comes_after_the_loaders_own_timeout() {
 }
 
 #[test]
-fn max_memory_ranges_must_fit_a_u32_and_be_positive() {
+fn max_memory_ranges_is_an_optional_u32_override() {
+    assert_eq!(Settings::default().kernel_max_memory_ranges, None);
     assert_eq!(
-        error_of("[kernel]\nmax_memory_ranges = 0\n"),
-        format!("{FILE}:2: kernel.max_memory_ranges: must be between 1 and 4294967295, found 0")
+        settings_of(&[(FILE, "[kernel]\nmax_memory_ranges = 0\n")]).kernel_max_memory_ranges,
+        None
+    );
+    assert_eq!(
+        error_of("[kernel]\nmax_memory_ranges = -1\n"),
+        format!(
+            "{FILE}:2: kernel.max_memory_ranges: must be between 0 (no override) and 4294967295, found -1"
+        )
     );
     assert_eq!(
         error_of("[kernel]\nmax_memory_ranges = 4294967296\n"),
         format!(
-            "{FILE}:2: kernel.max_memory_ranges: must be between 1 and 4294967295, found 4294967296"
+            "{FILE}:2: kernel.max_memory_ranges: must be between 0 (no override) and 4294967295, found \
+             4294967296"
         )
     );
     assert_eq!(
         settings_of(&[(FILE, "[kernel]\nmax_memory_ranges = 4294967295\n")])
             .kernel_max_memory_ranges,
-        u32::MAX
+        Some(u32::MAX)
     );
 }
 

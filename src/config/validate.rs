@@ -183,15 +183,18 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
 
     let ranges = &inputs.kernel.max_memory_ranges;
     let kernel_max_memory_ranges = u32::try_from(ranges.value)
-        .ok()
-        .filter(|&count| count >= 1)
-        .ok_or_else(|| {
+        .map_err(|_| {
             invalid(
                 "kernel.max_memory_ranges",
                 &ranges.origin,
-                format!("must be between 1 and {}, found {}", u32::MAX, ranges.value),
+                format!(
+                    "must be between 0 (no override) and {}, found {}",
+                    u32::MAX,
+                    ranges.value
+                ),
             )
-        })?;
+        })
+        .map(|count| Some(count).filter(|&count| count > 0))?;
 
     Ok(Settings {
         debounce: DebounceTimings {

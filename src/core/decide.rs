@@ -29,8 +29,11 @@ pub fn elfcorehdr_bytes(phdrs: u64) -> u64 {
 /// CONFIG_NR_CPUS_DEFAULT + CONFIG_CRASH_MAX_MEMORY_RANGES`).
 pub const NON_MEMORY_PHDRS: u64 = 2;
 
-/// kexec-tools reads at most this many ranges from `/proc/iomem` and silently drops the rest
-/// (`CRASH_MAX_MEMORY_RANGES` in kexec/arch/i386/crashdump-x86.h).
+/// kexec-tools' x86 `kexec_load` path reads at most this many ranges from `/proc/iomem` and silently drops the
+/// rest (`CRASH_MAX_MEMORY_RANGES` in kexec/arch/i386/crashdump-x86.h, 32k since kexec-tools 2.0.22; the loop in
+/// `get_crash_memory_ranges` stops there). Its count includes the ACPI and reserved lines it also records, so
+/// the real margin for RAM is a little smaller; it does not cut crash CMA ranges, so its RAM count is at most
+/// ours. With `-s` (`kexec_file_load`) the kernel builds the header and this limit does not apply.
 pub const KEXEC_TOOLS_MAX_RANGES: usize = 32768;
 
 /// What the daemon knows the crash kernel's header holds.
@@ -64,51 +67,120 @@ pub struct Triggers {
 pub enum CapacitySource {
     /// Derived from `/sys/kernel/crash_elfcorehdr_size`.
     ElfcorehdrSize,
-    /// The config's `kernel.max_memory_ranges` (the kernel exposes no size).
+    /// The config's `kernel.max_memory_ranges` override (the kernel updates the header but hides its size).
     Config,
 }
 
-/// How many memory ranges the kernel's own header buffer can hold.
+/// How many memory ranges a crash kernel loaded now can hold: a property of the running kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Capacity {
-    pub ranges: u64,
-    pub source: CapacitySource,
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Capacity {
+    /// The kernel sizes the header buffer once, at load time, for later in-place updates
+    /// (`CONFIG_CRASH_HOTPLUG`); this many memory ranges fit in it.
+    Known { ranges: u64, source: CapacitySource },
+    /// No fixed buffer: the kernel has no `CONFIG_CRASH_HOTPLUG` (or no memory hotplug), and
+    /// `kexec_file_load` sizes the header to the ranges it counts, so a fresh load always fits.
+    Unbounded,
+    /// The kernel updates the header in place but does not say how large its buffer is, and the config
+    /// sets no `kernel.max_memory_ranges`. Nothing proves an overflow; the kernel log still tells.
+    Unknown,
 }
 
-/// The memory ranges that fit in the header buffer the kernel sizes at `kexec_file_load` time.
+impl Capacity {
+    /// `known`, `unbounded` or `unknown`: the D-Bus `CapacityKind` and the JSON `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Capacity::Known { .. } => "known",
+            Capacity::Unbounded => "unbounded",
+            Capacity::Unknown => "unknown",
+        }
+    }
+
+    /// The ranges that fit, when known.
+    pub fn ranges(&self) -> Option<u64> {
+        match self {
+            Capacity::Known { ranges, .. } => Some(*ranges),
+            Capacity::Unbounded | Capacity::Unknown => None,
+        }
+    }
+
+    /// Whether `needed` ranges are known not to fit. Unbounded never overflows; an unknown size proves
+    /// nothing, so it is not treated as an overflow (the kmsg watch reports a real one).
+    pub fn overflows(&self, needed: u64) -> bool {
+        self.ranges().is_some_and(|ranges| needed > ranges)
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Known { ranges, source } => write!(
+                f,
+                "{ranges} ranges (from {})",
+                match source {
+                    CapacitySource::ElfcorehdrSize => "crash_elfcorehdr_size",
+                    CapacitySource::Config => "config kernel.max_memory_ranges",
+                }
+            ),
+            Capacity::Unbounded => f.write_str(
+                "unbounded (no crash hotplug buffer: kexec_file_load sizes the header to the ranges)",
+            ),
+            Capacity::Unknown => f.write_str(
+                "unknown (the kernel updates the header but hides its buffer size; kernel.max_memory_ranges can \
+                 say)",
+            ),
+        }
+    }
+}
+
+/// The memory ranges a crash kernel loaded now can hold, from what the running kernel exposes.
 ///
-/// `crash_elfcorehdr_size` is `arch_crash_get_elfcorehdr_size()`: the program headers only, `(2 +
-/// NR_CPUS_DEFAULT + CRASH_MAX_MEMORY_RANGES) × sizeof(Elf64_Phdr)`. The segment the kernel loads is the ELF
-/// header plus that, rounded up to a page ([`elfcorehdr_bytes`]; `crash_load_segments` in
-/// arch/x86/kernel/crash.c, `kexec_add_buffer`). When the kernel rebuilds the header (`crash_prepare_elf64_headers`
-/// in kernel/crash_core.c) it writes one PT_NOTE per possible CPU, one for vmcoreinfo, one PT_LOAD for the kernel
-/// text, then one per memory range, also page-rounded; the update is refused when that exceeds the segment
-/// (`arch_crash_handle_hotplug_event`: "elfsz > memsz"). So the ranges that fit are the program headers the
-/// whole segment holds, minus the CPU notes and the two others: the page rounding gives up to 73 more than the
-/// configured maximum, and possible CPUs below NR_CPUS_DEFAULT give theirs to memory.
+/// - `crash_elfcorehdr_size` exists only with `CONFIG_CRASH_HOTPLUG` (kernel/ksysfs.c). It is
+///   `arch_crash_get_elfcorehdr_size()`: the program headers only, `(2 + NR_CPUS_DEFAULT +
+///   CRASH_MAX_MEMORY_RANGES) × sizeof(Elf64_Phdr)`. The segment the kernel loads is the ELF header plus that,
+///   rounded up to a page ([`elfcorehdr_bytes`]; `crash_load_segments` in arch/x86/kernel/crash.c,
+///   `kexec_add_buffer`). When the kernel rebuilds the header (`crash_prepare_elf64_headers` in
+///   kernel/crash_core.c) it writes one PT_NOTE per possible CPU, one for vmcoreinfo, one PT_LOAD for the kernel
+///   text, then one per memory range, also page-rounded; the update is refused when that exceeds the segment
+///   (`arch_crash_handle_hotplug_event`: "elfsz > memsz"). So the ranges that fit are the program headers the
+///   whole segment holds, minus the CPU notes and the two others: the page rounding gives up to 73 more than
+///   the configured maximum, and possible CPUs below NR_CPUS_DEFAULT give theirs to memory.
+/// - Without `CONFIG_MEMORY_HOTPLUG` (no `/sys/devices/system/memory`), `crash_load_segments` sizes the segment
+///   to the ranges it counted plus the CPUs: memory cannot change, so nothing can outgrow it.
+/// - Without `CONFIG_CRASH_HOTPLUG` (no `crash_elfcorehdr_size`, no `crash_hotplug` files: Debian's 6.1,
+///   RHEL 9's 5.14), `prepare_elf_headers` counts the System RAM ranges (`fill_up_crash_elf_data`) and
+///   `crash_prepare_elf64_headers` allocates the header for exactly those: there is no cap to run into.
+/// - A kernel with `crash_hotplug` but no size file hides its buffer: the config's override, else unknown.
 pub fn capacity(snapshot: &HostSnapshot, policy: &Policy) -> Capacity {
-    match snapshot.crash.elfcorehdr_size {
-        Some(size) => {
+    let crash = &snapshot.crash;
+    match crash.elfcorehdr_size {
+        Some(size) if snapshot.memory_block_size.is_some() => {
             let segment = (ELF64_EHDR_SIZE + size).next_multiple_of(ELFCOREHDR_ALIGN);
             let slots = (segment - ELF64_EHDR_SIZE) / ELF64_PHDR_SIZE;
             let cpu_notes = snapshot.possible_cpus.len() as u64;
-            Capacity {
+            Capacity::Known {
                 ranges: slots.saturating_sub(NON_MEMORY_PHDRS + cpu_notes),
                 source: CapacitySource::ElfcorehdrSize,
             }
         }
-        None => Capacity {
-            ranges: u64::from(policy.configured_max_memory_ranges),
-            source: CapacitySource::Config,
+        Some(_) => Capacity::Unbounded,
+        None if !crash.crash_hotplug_support => Capacity::Unbounded,
+        None => match policy.max_memory_ranges_override {
+            Some(ranges) => Capacity::Known {
+                ranges: u64::from(ranges),
+                source: CapacitySource::Config,
+            },
+            None => Capacity::Unknown,
         },
     }
 }
 
 /// What the configuration contributes to the decision, as plain values.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// `kernel.max_memory_ranges`: the header capacity assumed when the kernel does not publish its own.
-    pub configured_max_memory_ranges: u32,
+    /// `kernel.max_memory_ranges`: the header capacity of a kernel that updates the header in place but hides
+    /// its buffer size (`crash_hotplug` present, `crash_elfcorehdr_size` absent). `None`: no override.
+    pub max_memory_ranges_override: Option<u32>,
 }
 
 /// The loader a reload must use.
@@ -203,7 +275,8 @@ pub enum CannotReload {
     /// `/proc/iomem` was opened without CAP_SYS_ADMIN: every address reads 0.
     AddressesHidden,
     NoMemoryRanges,
-    /// Too many ranges even for kexec-tools, which would silently drop the rest.
+    /// The kernel's buffer is too small and the ranges are too many for kexec-tools too, which would
+    /// silently drop the rest.
     TooManyRanges {
         needed: u64,
         limit: u64,
@@ -220,8 +293,8 @@ impl fmt::Display for CannotReload {
             CannotReload::NoMemoryRanges => f.write_str("no System RAM ranges found in /proc/iomem"),
             CannotReload::TooManyRanges { needed, limit } => write!(
                 f,
-                "{needed} memory ranges exceed what any loader can hold ({limit}, kexec-tools' limit): a reload \
-                 would silently drop memory from the dump"
+                "{needed} memory ranges exceed the kernel's header buffer and kexec-tools' limit ({limit}): a \
+                 reload would silently drop memory from the dump"
             ),
         }
     }
@@ -354,14 +427,16 @@ fn decide_inner(
     if now.ranges.is_empty() {
         return cannot(CannotReload::NoMemoryRanges);
     }
-    if needed > KEXEC_TOOLS_MAX_RANGES as u64 {
+
+    // The kernel's own fit first: only a header that overflows the kernel's buffer takes the kexec-tools path,
+    // and only then does kexec-tools' own limit matter.
+    let too_small = capacity.overflows(needed);
+    if too_small && needed > KEXEC_TOOLS_MAX_RANGES as u64 {
         return cannot(CannotReload::TooManyRanges {
             needed,
             limit: KEXEC_TOOLS_MAX_RANGES as u64,
         });
     }
-
-    let too_small = needed > capacity.ranges;
     // A fresh kexec_file_load with more ranges than its buffer holds fails with EINVAL after the kernel has
     // already freed the old crash image (kernel/kexec_file.c), so such a load must never be tried: the
     // kexec_load path sizes the header in userspace instead. The distro's command may well use
@@ -389,7 +464,7 @@ fn decide_inner(
     if now.crash.kernel_updates_memory && too_small {
         reasons.push(ReloadReason::BufferTooSmall {
             needed,
-            capacity: capacity.ranges,
+            capacity: capacity.ranges().unwrap_or_default(),
         });
     }
 
@@ -461,6 +536,7 @@ mod tests {
             online_cpus: cpus(&[0, 1]),
             possible_cpus: cpus(&[0, 1, 2, 3]),
             crash,
+            memory_block_size: Some(128 * MIB),
             ..HostSnapshot::default()
         }
     }
@@ -477,6 +553,7 @@ mod tests {
         CrashState {
             kexec_supported: true,
             loaded: true,
+            crash_hotplug_support: true,
             kernel_updates_memory: true,
             kernel_updates_cpu: true,
             // A kernel with NR_CPUS_DEFAULT=4 and 8 ranges says (2 + 4 + 8) × 56 = 784 bytes; loaded, that is one
@@ -505,9 +582,7 @@ mod tests {
     }
 
     fn settings() -> Policy {
-        Policy {
-            configured_max_memory_ranges: 8192,
-        }
+        Policy::default()
     }
 
     fn decision(
@@ -623,7 +698,7 @@ mod tests {
             let mut snapshot = host(boot_ranges(), self_updating());
             snapshot.crash.elfcorehdr_size = Some(size);
             snapshot.possible_cpus = cpus(possible);
-            capacity(&snapshot, &settings()).ranges
+            capacity(&snapshot, &settings()).ranges().expect("known")
         };
         // Debian's 6.12: NR_CPUS_DEFAULT 8192 and 8192 ranges, 917,616 bytes; with the ELF header, 225 pages hold
         // 16,456 program headers, and a 4-CPU guest leaves 16,450 of them to memory.
@@ -658,7 +733,7 @@ mod tests {
         // One page of 72 program headers - 2 - 4 possible CPUs = 66 ranges.
         assert_eq!(
             a.capacity,
-            Capacity {
+            Capacity::Known {
                 ranges: 66,
                 source: CapacitySource::ElfcorehdrSize
             }
@@ -708,9 +783,45 @@ mod tests {
     }
 
     #[test]
-    fn without_elfcorehdr_size_the_configured_capacity_applies() {
+    fn a_kernel_without_crash_hotplug_is_unbounded_and_sparse_ranges_load_with_kexec_file_load() {
+        // A 6.1-like host: no crash_hotplug, no crash_elfcorehdr_size, 9,003 sparse virtio-mem ranges, no crash
+        // kernel loaded. kexec_file_load sizes its header to the ranges: no "buffer too small", no kexec_load.
         let crash = CrashState {
+            kexec_supported: true,
+            ..CrashState::default()
+        };
+        let mut ranges = boot_ranges();
+        ranges.extend(sparse(9_001));
+        let now = host(ranges, crash);
+        let a = decide(None, &now, &Triggers::default(), &settings());
+        assert_eq!(a.capacity, Capacity::Unbounded);
+        assert_eq!(a.needed, 9_003);
+        assert_eq!(
+            a.decision,
+            Decision::Reload {
+                reasons: vec![ReloadReason::NotLoaded],
+                loader: LoaderChoice::Configured
+            }
+        );
+        assert_eq!(a.decision.buffer_too_small(), None);
+        // An override is for kernels that hide their size; this one has no buffer at all.
+        let policy = Policy {
+            max_memory_ranges_override: Some(8192),
+        };
+        assert_eq!(capacity(&now, &policy), Capacity::Unbounded);
+        // Past kexec-tools' limit too: the kexec-tools path is never taken, so its limit does not apply.
+        let now = host(sparse(KEXEC_TOOLS_MAX_RANGES as u64 + 1), now.crash.clone());
+        assert!(decide(None, &now, &Triggers::default(), &settings())
+            .decision
+            .is_reload());
+    }
+
+    #[test]
+    fn a_kernel_that_hides_its_buffer_size_is_unknown_unless_the_config_says() {
+        let crash = CrashState {
+            crash_hotplug_support: true,
             kernel_updates_memory: true,
+            elfcorehdr_size: None,
             ..loaded_crash()
         };
         let before = host(boot_ranges(), crash.clone());
@@ -721,9 +832,29 @@ mod tests {
             &Triggers::default(),
             &settings(),
         );
+        assert_eq!(a.capacity, Capacity::Unknown);
+        // Nothing proves an overflow: the kernel keeps it current (and its log would say otherwise).
+        assert_eq!(
+            a.decision,
+            Decision::Skip {
+                reason: SkipReason::KernelUpdatesHeader {
+                    memory: true,
+                    cpu: false
+                }
+            }
+        );
+        let policy = Policy {
+            max_memory_ranges_override: Some(8192),
+        };
+        let a = decide(
+            Some(&LoadedHeader::of(&before)),
+            &now,
+            &Triggers::default(),
+            &policy,
+        );
         assert_eq!(
             a.capacity,
-            Capacity {
+            Capacity::Known {
                 ranges: 8192,
                 source: CapacitySource::Config
             }
@@ -747,10 +878,28 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_own_size_wins_over_the_override_and_no_memory_hotplug_is_unbounded() {
+        let mut now = host(boot_ranges(), self_updating());
+        let policy = Policy {
+            max_memory_ranges_override: Some(5),
+        };
+        assert_eq!(capacity(&now, &policy).ranges(), Some(66));
+        // CONFIG_MEMORY_HOTPLUG=n: crash_load_segments sizes the segment to the ranges it counted.
+        now.memory_block_size = None;
+        assert_eq!(capacity(&now, &policy), Capacity::Unbounded);
+    }
+
+    #[test]
     fn a_needed_reload_never_uses_kexec_file_load_beyond_its_buffer() {
-        // Stale-header kernel (no crash_hotplug), but far more ranges than kexec_file_load would take.
-        let before = host(boot_ranges(), loaded_crash());
-        let now = host(sparse(9000), loaded_crash());
+        // A crash-hotplug kernel whose crash kernel was loaded without the hotplug flag (crash_hotplug reads 0):
+        // the header is stale, and a kexec_file_load would not fit its 66-range buffer.
+        let crash = CrashState {
+            kernel_updates_memory: false,
+            kernel_updates_cpu: false,
+            ..self_updating()
+        };
+        let before = host(boot_ranges(), crash.clone());
+        let now = host(sparse(100), crash);
         let d = decision(Some(&LoadedHeader::of(&before)), &now, &Triggers::default());
         assert!(
             matches!(
@@ -765,8 +914,8 @@ mod tests {
     }
 
     #[test]
-    fn beyond_kexec_tools_limit_nothing_can_reload() {
-        let now = host(sparse(KEXEC_TOOLS_MAX_RANGES as u64 + 1), loaded_crash());
+    fn beyond_the_kernels_buffer_and_kexec_tools_limit_nothing_can_reload() {
+        let now = host(sparse(KEXEC_TOOLS_MAX_RANGES as u64 + 1), self_updating());
         assert_eq!(
             decision(None, &now, &Triggers::default()),
             Decision::CannotReload {
@@ -776,6 +925,15 @@ mod tests {
                 }
             }
         );
+        // At the limit, kexec_load still holds them all.
+        let now = host(sparse(KEXEC_TOOLS_MAX_RANGES as u64), self_updating());
+        assert!(matches!(
+            decision(None, &now, &Triggers::default()),
+            Decision::Reload {
+                loader: LoaderChoice::KexecLoad,
+                ..
+            }
+        ));
     }
 
     #[test]

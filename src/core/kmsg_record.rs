@@ -59,7 +59,10 @@ pub enum KernelFinding {
         line: String,
     },
     /// The update was skipped because the kexec lock was held ("kexec_trylock() failed, kdump image may be
-    /// inaccurate"; older kernels: "elfcorehdr may be inaccurate").
+    /// inaccurate"; older kernels: "elfcorehdr may be inaccurate"): `crash_handle_hotplug_event()` returns without
+    /// touching the header, so it is stale and a reload is needed. The same line comes from a contended read of
+    /// `crash_hotplug` (`crash_check_hotplug_support()`), which changed nothing; the two cannot be told apart,
+    /// and a reload costs less than a dump that misses memory, so both count as a failed update.
     Skipped { line: String },
     /// The update failed for another reason ("unable to create new elfcorehdr", "mapping elfcorehdr segment
     /// failed", …).

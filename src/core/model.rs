@@ -82,8 +82,14 @@ pub struct CrashState {
     pub loaded: bool,
     /// Bytes reserved by `crashkernel=` (`kexec_crash_size`); `None` when unreadable (EBUSY) or absent.
     pub reserved_bytes: Option<u64>,
+    /// Crash CMA reservations (`crashkernel=size,cma`, 6.17+): `crash_cma_ranges` in sysfs. Not in
+    /// `kexec_crash_size`, not in `/proc/iomem`; excluded from the header like the reservation.
+    pub cma_ranges: Vec<MemRange>,
     /// `crash_elfcorehdr_size`, present only with `CONFIG_CRASH_HOTPLUG`.
     pub elfcorehdr_size: Option<u64>,
+    /// The kernel has `CONFIG_CRASH_HOTPLUG`: `/sys/devices/system/{memory,cpu}/crash_hotplug` exist (whatever
+    /// they read).
+    pub crash_hotplug_support: bool,
     /// `/sys/devices/system/memory/crash_hotplug` reads 1.
     pub kernel_updates_memory: bool,
     /// `/sys/devices/system/cpu/crash_hotplug` reads 1.
@@ -105,6 +111,13 @@ pub struct HostSnapshot {
     pub memory_block_size: Option<u64>,
     /// Number of `memoryN` blocks in sysfs.
     pub memory_blocks: usize,
+    /// Bytes of System RAM present now, before any exclusion ([`crate::core::ranges::system_ram_bytes`]).
+    pub system_ram_bytes: u64,
+    /// The running kernel's command line (`/proc/cmdline`), without the final newline; `None` when absent.
+    pub kernel_cmdline: Option<String>,
+    /// `/etc/os-release` `ID` and `ID_LIKE` words (for the distribution's recommended reservation); empty when
+    /// absent.
+    pub distro_ids: Vec<String>,
 }
 
 impl HostSnapshot {

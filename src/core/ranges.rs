@@ -34,19 +34,30 @@ pub fn is_system_ram(name: &str) -> bool {
     name == "System RAM" || name.starts_with("System RAM (")
 }
 
-/// Every busy `System RAM` resource at any depth, minus the low 1 MiB, minus the `Crash kernel` reservations.
-/// One range per resource (split where an exclusion cuts one in two), never merged. Sorted by start.
+/// Every busy `System RAM` resource at any depth, minus the low 1 MiB, minus the `Crash kernel` reservations,
+/// minus the crash CMA ranges. One range per resource (split where an exclusion cuts one in two), never merged.
+/// Sorted by start.
 ///
-/// Not modelled: crash CMA ranges (`crashkernel=…,cma`, Linux 6.16+) are excluded by the kernel too, but are not
-/// resources in `/proc/iomem`, so they cannot be seen here.
-pub fn crash_ranges(resources: &[Resource]) -> Vec<MemRange> {
+/// Crash CMA ranges (`crashkernel=size,cma`, Linux 6.17+) are `crashk_cma_ranges`: the kernel cuts each out with
+/// `crash_exclude_mem_range` in `elf_header_exclude_ranges` like `crashk_res`, but they are not resources in
+/// `/proc/iomem`; userspace reads them from `crash_cma_ranges` in sysfs, and passes them in as `cma`.
+pub fn crash_ranges(resources: &[Resource], cma: &[MemRange]) -> Vec<MemRange> {
     let walked = walk_system_ram(resources);
-    let exclusions = exclusions(resources);
+    let exclusions = exclusions(resources, cma);
     let mut ranges = Vec::with_capacity(walked.len() + exclusions.len());
     for range in walked {
         subtract(range, &exclusions, &mut ranges);
     }
     ranges
+}
+
+/// Bytes of System RAM present now: every range the walk reports, before any exclusion (the crash reservation
+/// and the low 1 MiB are memory too). The kernel's `parse_crashkernel_mem()` is evaluated at boot against
+/// `memblock_phys_mem_size()` (`arch_reserve_crashkernel` in arch/x86/kernel/setup.c): the RAM firmware reported
+/// in e820, which `/proc/iomem` shows as `System RAM`. This is the same sum for the memory present now,
+/// hot-added memory included, which is the question the reservation check asks.
+pub fn system_ram_bytes(resources: &[Resource]) -> u64 {
+    walk_system_ram(resources).iter().map(MemRange::size).sum()
 }
 
 /// True when every address in the file read as 0 (opened without CAP_SYS_ADMIN).
@@ -83,12 +94,13 @@ fn walk_system_ram(resources: &[Resource]) -> Vec<MemRange> {
     walked
 }
 
-/// The low 1 MiB and every `Crash kernel` resource, sorted and merged where they overlap or touch.
+/// The low 1 MiB, every `Crash kernel` resource and every crash CMA range, sorted and merged where they overlap
+/// or touch.
 ///
 /// `crash_exclude_mem_range` applied once per exclusion leaves, of each range, exactly the pieces outside the
 /// union of the exclusions (a piece fully covered is dropped, one cut in the middle is split in two, in order);
 /// subtracting the merged union at once gives the same ranges without the kernel's quadratic shifting.
-fn exclusions(resources: &[Resource]) -> Vec<MemRange> {
+fn exclusions(resources: &[Resource], cma: &[MemRange]) -> Vec<MemRange> {
     let mut cuts: Vec<MemRange> = std::iter::once(MemRange::new(0, LOW_MEMORY_END))
         .chain(
             resources
@@ -96,6 +108,7 @@ fn exclusions(resources: &[Resource]) -> Vec<MemRange> {
                 .filter(|r| r.name == CRASH_KERNEL)
                 .map(|r| MemRange::new(r.start, r.end)),
         )
+        .chain(cma.iter().copied())
         .collect();
     cuts.sort_unstable();
     let mut merged: Vec<MemRange> = Vec::with_capacity(cuts.len());
@@ -158,7 +171,7 @@ mod tests {
             res(0x100_0000, 0x1ff_ffff, 0, "System RAM"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![range(MIB, 0x17_ffff), range(0x100_0000, 0x1ff_ffff)]
         );
     }
@@ -172,7 +185,7 @@ mod tests {
             res(0x2_6000_0000, 0x2_7fff_ffff, 1, "Crash kernel"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![
                 range(0x10_0000, 0x6eff_ffff),
                 range(0x7f00_0000, 0x7ffd_bfff),
@@ -189,7 +202,7 @@ mod tests {
             res(0x300_0000, 0x3ff_ffff, 0, "System RAM"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![range(0x300_0000, 0x3ff_ffff)]
         );
     }
@@ -207,7 +220,7 @@ mod tests {
             res(0x2_4000_0000, 0x4_3fff_ffff, 3, "System RAM (kmem)"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![
                 range(0x10_0000, 0x7fff_ffff),
                 range(0x1_8000_0000, 0x1_87ff_ffff),
@@ -230,7 +243,7 @@ mod tests {
             res(0xa000_0000, 0xafff_ffff, 0, "Reserved"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![range(0x10_0000, 0x7fff_ffff)]
         );
     }
@@ -242,7 +255,7 @@ mod tests {
             res(0x200_0000, 0x2ff_ffff, 1, "System RAM"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![range(0x10_0000, 0x7fff_ffff)]
         );
     }
@@ -257,7 +270,7 @@ mod tests {
             res(0x1_8000_0000, 0x1_87ff_ffff, 1, "System RAM (virtio_mem)"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![
                 range(0x10_0000, 0x6eff_ffff),
                 range(0x7f00_0000, 0x7ffd_bfff),
@@ -276,13 +289,40 @@ mod tests {
             res(0x4000_0000, 0x4fff_ffff, 1, "Crash kernel"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![
                 range(0x10_0000, 0xfff_ffff),
                 range(0x2000_0000, 0x3fff_ffff),
                 range(0x5000_0000, 0xffff_ffff),
             ]
         );
+    }
+
+    #[test]
+    fn crash_cma_ranges_split_and_trim_like_the_other_reservations() {
+        // Two CMA areas: one inside high RAM (a split), one over the end of another range (a trim), and one in a
+        // hole between ranges (nothing to cut), as `elf_header_exclude_ranges` cuts `crashk_cma_ranges`.
+        let resources = [
+            res(0x10_0000, 0x7fff_ffff, 0, "System RAM"),
+            res(0x6f00_0000, 0x7eff_ffff, 1, "Crash kernel"),
+            res(0x1_0000_0000, 0x4_7fff_ffff, 0, "System RAM"),
+        ];
+        let cma = [
+            range(0x2_0000_0000, 0x2_0c7f_ffff),
+            range(0x4_4000_0000, 0x4_7fff_ffff),
+            range(0x8000_0000, 0x8fff_ffff),
+        ];
+        assert_eq!(
+            crash_ranges(&resources, &cma),
+            vec![
+                range(0x10_0000, 0x6eff_ffff),
+                range(0x7f00_0000, 0x7fff_ffff),
+                range(0x1_0000_0000, 0x1_ffff_ffff),
+                range(0x2_0c80_0000, 0x4_3fff_ffff),
+            ]
+        );
+        // The memory total is unchanged by any exclusion.
+        assert_eq!(system_ram_bytes(&resources), 0x7ff0_0000 + 0x3_8000_0000);
     }
 
     #[test]
@@ -293,7 +333,7 @@ mod tests {
             res(0, 0, 0, "System RAM"),
         ];
         assert!(addresses_hidden(&resources));
-        assert_eq!(crash_ranges(&resources), vec![]);
+        assert_eq!(crash_ranges(&resources, &[]), vec![]);
     }
 
     #[test]
@@ -304,7 +344,7 @@ mod tests {
             res(0xffff_ffff_f000_0000, u64::MAX, 1, "System RAM"),
         ];
         assert_eq!(
-            crash_ranges(&resources),
+            crash_ranges(&resources, &[]),
             vec![range(0xffff_ffff_0000_0000, 0xffff_ffff_7fff_ffff)]
         );
     }

@@ -18,6 +18,7 @@ use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
 use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
 use crate::core::health::{self, Health, Pulse};
 use crate::core::model::HostSnapshot;
+use crate::core::reservation;
 use crate::core::uevent_record::UeventBatch;
 use crate::edge::{EventSource, Loader, Notifier, RuleFiles};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
@@ -354,8 +355,7 @@ impl Daemon {
                 let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
                 tracing::info!(
                     ranges = snapshot.ranges.len(),
-                    capacity = capacity.ranges,
-                    capacity_source = ?capacity.source,
+                    capacity = %capacity,
                     crash_loaded = crash.loaded,
                     kernel_updates_memory = crash.kernel_updates_memory,
                     kernel_updates_cpu = crash.kernel_updates_cpu,
@@ -537,7 +537,7 @@ impl Daemon {
         tracing::info!(
             decision = %assessment.decision,
             needed = assessment.needed,
-            capacity = assessment.capacity.ranges,
+            capacity = %assessment.capacity,
             "decided"
         );
         self.absorb_snapshot(snapshot.clone());
@@ -821,14 +821,40 @@ impl Daemon {
 
     fn absorb_snapshot(&mut self, snapshot: HostSnapshot) {
         let capacity = decide::capacity(&snapshot, &self.settings.decision_policy());
-        let capacity_known = snapshot.crash.elfcorehdr_size.is_some();
+        let configured = self.settings.kernel_max_memory_ranges;
+        let reservation = reservation::of_snapshot(&snapshot);
+        let warning = reservation.warning().unwrap_or_default();
+        // Logged once per change of the verdict's text, not on every snapshot.
+        let before = self.status_tx.borrow().reservation_warning.clone();
+        if warning != before {
+            if warning.is_empty() {
+                tracing::info!(reservation = %reservation.verdict, "crash reservation check");
+            } else {
+                tracing::warn!("crash reservation too small: {warning}");
+            }
+        }
         self.publish(|s| {
+            s.reservation_warning = warning;
+            s.reservation_selects_bytes = reservation.selects();
+            s.reserved_bytes = snapshot.crash.reserved_bytes.unwrap_or(0);
+            s.distro_recommendation = reservation
+                .distro_recommendation
+                .as_ref()
+                .map(|r| format!("{}: {} ({})", r.by, r.selects, r.rule))
+                .unwrap_or_default();
             s.crash_kernel_loaded = snapshot.crash.loaded;
             s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
             s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;
             s.range_count = snapshot.ranges.len() as u64;
-            s.kernel_range_capacity = if capacity_known { capacity.ranges } else { 0 };
-            s.configured_range_capacity = capacity.ranges;
+            s.kernel_range_capacity = match capacity {
+                decide::Capacity::Known {
+                    ranges,
+                    source: decide::CapacitySource::ElfcorehdrSize,
+                } => ranges,
+                _ => 0,
+            };
+            s.configured_range_capacity = configured.map_or(0, u64::from);
+            s.capacity_kind = capacity.kind().to_owned();
             s.ranges = Arc::new(snapshot.ranges.clone());
             s.cpus = snapshot.present_cpus.to_string();
             s.addresses_hidden = snapshot.addresses_hidden;

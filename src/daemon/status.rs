@@ -70,10 +70,24 @@ pub struct Status {
     pub kernel_updates_memory: bool,
     pub kernel_updates_cpu: bool,
     pub range_count: u64,
-    /// Memory ranges the kernel's header buffer holds, from `crash_elfcorehdr_size`; 0 = unknown.
+    /// Memory ranges the kernel's header buffer holds, from `crash_elfcorehdr_size`; 0 = the kernel does not say.
     pub kernel_range_capacity: u64,
-    /// The capacity the decision uses (the config's fallback when the kernel does not say).
+    /// The config's `kernel.max_memory_ranges` override; 0 = none.
     pub configured_range_capacity: u64,
+    /// `known`, `unbounded` (no crash hotplug buffer: a load is sized to the ranges) or `unknown`
+    /// ([`crate::core::decide::Capacity::kind`]).
+    pub capacity_kind: String,
+    /// The running kernel's `crashkernel=` range expression evaluated at the memory present now selects more
+    /// than is reserved: what it would select, that a reboot applies it (and the distro's recommendation, when
+    /// it has one). Empty when there is nothing to say ([`crate::core::reservation`]).
+    pub reservation_warning: String,
+    /// What the `crashkernel=` range expression selects for the memory present now; 0 = nothing to evaluate.
+    pub reservation_selects_bytes: u64,
+    /// Bytes reserved now (`kexec_crash_size`); 0 = unknown or none.
+    pub reserved_bytes: u64,
+    /// The distribution tool's recommended `crashkernel=` size for this memory, labelled with its source;
+    /// empty when the distribution publishes no rule (or it is not known).
+    pub distro_recommendation: String,
     #[serde(skip)]
     pub ranges: Arc<Vec<MemRange>>,
     pub cpus: String,

@@ -204,16 +204,24 @@ fn summary(s: &StatusFields<'_>, now: SystemTime) -> String {
         yes_no(s.flag("KernelUpdatesMemory")),
         yes_no(s.flag("KernelUpdatesCpu")),
     );
-    let capacity = s.number("KernelRangeCapacity");
-    let capacity = if capacity == 0 {
-        format!(
-            "the kernel does not say how many fit (assumed {})",
-            s.number("ConfiguredRangeCapacity")
-        )
-    } else {
-        format!("the kernel's buffer holds {capacity}")
+    let capacity = match s.text("CapacityKind").as_str() {
+        "unbounded" => {
+            "the kernel sizes each load to the ranges (no crash hotplug buffer)".to_owned()
+        }
+        "unknown" => "the kernel does not say how many fit".to_owned(),
+        _ => match s.number("KernelRangeCapacity") {
+            0 => format!(
+                "the kernel does not say how many fit (configured {})",
+                s.number("ConfiguredRangeCapacity")
+            ),
+            capacity => format!("the kernel's buffer holds {capacity}"),
+        },
     };
     let _ = writeln!(out, "memory ranges: {}; {capacity}", s.number("RangeCount"));
+    let warning = s.text("ReservationWarning");
+    if !warning.is_empty() {
+        let _ = writeln!(out, "reservation:   WARNING: {warning}");
+    }
     let _ = writeln!(
         out,
         "events:        {} seen, {} coalesced, {} malformed, {} socket overflows",

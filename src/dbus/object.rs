@@ -68,6 +68,11 @@ pub fn properties(status: &Status) -> Vec<(&'static str, Value<'static>)> {
             "KernelRangeCapacity",
             Value::from(saturating_u32(status.kernel_range_capacity)),
         ),
+        ("CapacityKind", Value::from(status.capacity_kind.clone())),
+        (
+            "ReservationWarning",
+            Value::from(status.reservation_warning.clone()),
+        ),
         ("EventsSeen", Value::from(c.events_seen)),
         ("EventsCoalesced", Value::from(c.events_coalesced)),
         ("EventsMalformed", Value::from(c.events_malformed)),
@@ -102,6 +107,15 @@ fn status_dict(status: &Status) -> HashMap<String, Value<'static>> {
         (
             "ConfiguredRangeCapacity",
             Value::from(saturating_u32(status.configured_range_capacity)),
+        ),
+        (
+            "ReservationSelectsBytes",
+            Value::from(status.reservation_selects_bytes),
+        ),
+        ("ReservedBytes", Value::from(status.reserved_bytes)),
+        (
+            "DistroRecommendation",
+            Value::from(status.distro_recommendation.clone()),
         ),
         ("Cpus", Value::from(status.cpus.clone())),
         ("AddressesHidden", Value::from(status.addresses_hidden)),
@@ -183,6 +197,20 @@ impl Hotplug1 {
     #[zbus(property)]
     fn kernel_range_capacity(&self) -> u32 {
         saturating_u32(self.status().kernel_range_capacity)
+    }
+
+    /// `known` (the kernel's buffer size), `unbounded` (no crash hotplug buffer: a load is sized to the ranges)
+    /// or `unknown` (the kernel updates the header but hides the size).
+    #[zbus(property)]
+    fn capacity_kind(&self) -> String {
+        self.status().capacity_kind.clone()
+    }
+
+    /// The `crashkernel=` range expression selects more for the memory present now than is reserved (a
+    /// reboot applies it); empty when there is nothing to say.
+    #[zbus(property)]
+    fn reservation_warning(&self) -> String {
+        self.status().reservation_warning.clone()
     }
 
     /// Hotplug uevents received.

@@ -6,13 +6,17 @@
 //! [`memory_blocks`], for the CLI.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::core::hotplug_flag::{needs_confirming, ZeroConfirmation};
 use crate::core::model::{CpuSet, CrashState, HostSnapshot};
-use crate::core::parse::sysfs::{parse_decimal, parse_flag, parse_hex, parse_memory_state};
-use crate::core::parse::{cpulist, iomem, parse_decimal_u64, ParseError};
-use crate::core::ranges::{addresses_hidden, crash_ranges};
+use crate::core::parse::sysfs::{
+    parse_decimal, parse_flag, parse_hex, parse_memory_state, parse_range_list,
+};
+use crate::core::parse::{cpulist, iomem, os_release_ids, parse_decimal_u64, ParseError};
+use crate::core::ranges::{addresses_hidden, crash_ranges, system_ram_bytes};
 use crate::host::sysroot::{Sysroot, SysrootError};
 
 pub use crate::core::parse::sysfs::MemoryBlockState;
@@ -40,6 +44,13 @@ pub const CRASH_SIZE: [&str; 2] = [
     "/sys/kernel/kexec/crash_size",
     "/sys/kernel/kexec_crash_size",
 ];
+/// Crash CMA reservations, one `start-end` per line (6.17+; the 2025 layout moves it with the others).
+pub const CRASH_CMA_RANGES: [&str; 2] = [
+    "/sys/kernel/kexec/crash_cma_ranges",
+    "/sys/kernel/kexec_crash_cma_ranges",
+];
+pub const CMDLINE: &str = "/proc/cmdline";
+pub const OS_RELEASE: &str = "/etc/os-release";
 /// Exists only with `CONFIG_CRASH_HOTPLUG` (`kernel/ksysfs.c`, `crash_elfcorehdr_size_show`).
 pub const CRASH_ELFCOREHDR_SIZE: [&str; 2] = [
     "/sys/kernel/kexec/crash_elfcorehdr_size",
@@ -61,6 +72,11 @@ pub struct SnapshotReader {
     iomem: std::fs::File,
     /// Reused across snapshots: `/proc/iomem` on a sparse host is ~1 MB.
     buffer: String,
+    /// The `crash_hotplug` flags (memory, cpu) the last snapshot believed.
+    last_flags: Option<(bool, bool)>,
+    confirmation: ZeroConfirmation,
+    /// Waits between re-reads of a `crash_hotplug` 0 (`std::thread::sleep`; tests pass their own).
+    pause: Box<dyn FnMut(Duration) + Send>,
 }
 
 impl SnapshotReader {
@@ -70,7 +86,50 @@ impl SnapshotReader {
             sysroot,
             iomem,
             buffer: String::new(),
+            last_flags: None,
+            confirmation: ZeroConfirmation::DEFAULT,
+            pause: Box::new(std::thread::sleep),
         })
+    }
+
+    /// How a `crash_hotplug` 0 after a 1 is confirmed, and how the reader waits between re-reads.
+    pub fn with_zero_confirmation(
+        mut self,
+        confirmation: ZeroConfirmation,
+        pause: Box<dyn FnMut(Duration) + Send>,
+    ) -> Self {
+        self.confirmation = confirmation;
+        self.pause = pause;
+        self
+    }
+
+    /// Re-reads a `crash_hotplug` flag that dropped from 1 to 0 while a crash kernel stays loaded, as
+    /// [`needs_confirming`] decides: the kernel reads 0 while the kexec lock is contended. A 1 on any re-read
+    /// wins; a 0 on every one is believed.
+    fn confirm_flags(&mut self, crash: &mut CrashState) -> Result<(), SnapshotError> {
+        let Some((memory_before, cpu_before)) = self.last_flags else {
+            return Ok(());
+        };
+        for _ in 0..self.confirmation.rereads {
+            let memory = needs_confirming(
+                Some(memory_before),
+                crash.kernel_updates_memory,
+                crash.loaded,
+            );
+            let cpu = needs_confirming(Some(cpu_before), crash.kernel_updates_cpu, crash.loaded);
+            if !memory && !cpu {
+                break;
+            }
+            (self.pause)(self.confirmation.interval);
+            if memory {
+                crash.kernel_updates_memory =
+                    read_optional_flag(&self.sysroot, MEMORY_CRASH_HOTPLUG)?;
+            }
+            if cpu {
+                crash.kernel_updates_cpu = read_optional_flag(&self.sysroot, CPU_CRASH_HOTPLUG)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn sysroot(&self) -> &Sysroot {
@@ -79,15 +138,32 @@ impl SnapshotReader {
 
     pub fn take(&mut self) -> Result<HostSnapshot, SnapshotError> {
         let resources = self.read_iomem()?;
+        let mut crash = read_crash_state(&self.sysroot)?;
+        self.confirm_flags(&mut crash)?;
+        self.last_flags = Some((crash.kernel_updates_memory, crash.kernel_updates_cpu));
         Ok(HostSnapshot {
-            ranges: crash_ranges(&resources),
+            ranges: crash_ranges(&resources, &crash.cma_ranges),
             addresses_hidden: addresses_hidden(&resources),
             present_cpus: read_cpus(&self.sysroot, CPU_PRESENT)?,
             online_cpus: read_cpus(&self.sysroot, CPU_ONLINE)?,
             possible_cpus: read_cpus(&self.sysroot, CPU_POSSIBLE)?,
-            crash: read_crash_state(&self.sysroot)?,
+            crash,
             memory_block_size: read_memory_block_size(&self.sysroot)?,
             memory_blocks: count_memory_blocks(&self.sysroot)?,
+            // Hidden addresses sum to nothing meaningful.
+            system_ram_bytes: if addresses_hidden(&resources) {
+                0
+            } else {
+                system_ram_bytes(&resources)
+            },
+            kernel_cmdline: self
+                .sysroot
+                .read_optional(CMDLINE)?
+                .map(|text| text.trim_end_matches('\n').to_owned()),
+            distro_ids: match self.sysroot.read_optional(OS_RELEASE)? {
+                Some(text) => os_release_ids(&text),
+                None => Vec::new(),
+            },
         })
     }
 
@@ -127,11 +203,18 @@ pub fn read_crash_state(sysroot: &Sysroot) -> Result<CrashState, SnapshotError> 
         Some((file, text)) => Some(parse_decimal(file, &text)?),
         None => None,
     };
+    let cma_ranges = match read_first(sysroot, &CRASH_CMA_RANGES)? {
+        Some((file, text)) => parse_range_list(file, &text)?,
+        None => Vec::new(),
+    };
     Ok(CrashState {
         kexec_supported: loaded_file.is_some(),
         loaded,
         reserved_bytes,
+        cma_ranges,
         elfcorehdr_size,
+        crash_hotplug_support: sysroot.exists(MEMORY_CRASH_HOTPLUG)
+            || sysroot.exists(CPU_CRASH_HOTPLUG),
         kernel_updates_memory: read_optional_flag(sysroot, MEMORY_CRASH_HOTPLUG)?,
         kernel_updates_cpu: read_optional_flag(sysroot, CPU_CRASH_HOTPLUG)?,
     })

@@ -17,10 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::core::decide::{
-    elfcorehdr_bytes, LoaderChoice, ELF64_EHDR_SIZE, ELF64_PHDR_SIZE, ELFCOREHDR_ALIGN,
-    NON_MEMORY_PHDRS,
-};
+use crate::core::decide::LoaderChoice;
 use crate::core::kmsg_record;
 use crate::core::model::{DomainEvent, HotplugAction, MemRange};
 use crate::core::uevent_record::{self as uevent, UeventBatch, Watch};
@@ -63,8 +60,47 @@ impl SimKernel {
     /// `crash_elfcorehdr_size`: `(2 + NR_CPUS_DEFAULT + CRASH_MAX_MEMORY_RANGES) × sizeof(Elf64_Phdr)`
     /// (`arch_crash_get_elfcorehdr_size`, arch/x86/kernel/crash.c).
     pub fn elfcorehdr_size(&self) -> u64 {
-        (NON_MEMORY_PHDRS + u64::from(self.nr_cpus_default) + u64::from(self.max_memory_ranges))
-            * ELF64_PHDR_SIZE
+        kernel_rules::phdrs_bytes(
+            2 + u64::from(self.nr_cpus_default) + u64::from(self.max_memory_ranges),
+        )
+    }
+
+    /// The elfcorehdr segment a `kexec_file_load` reserves, in bytes: with crash hotplug, room for the maximum
+    /// (`crash_load_segments`), else exactly the header built for `ranges` (the segment is `bufsz`).
+    pub fn segment_memsz(&self, possible_cpus: u64, ranges: u64) -> u64 {
+        if self.crash_hotplug {
+            kernel_rules::page_align(kernel_rules::SIZEOF_ELF64_EHDR + self.elfcorehdr_size())
+        } else {
+            kernel_rules::header_elfsz(possible_cpus, ranges)
+        }
+    }
+}
+
+/// The simulated kernel's own arithmetic, written from the kernel's rules and deliberately not taken from the
+/// decision (`core::decide`): a capacity mistake there must show up as a difference here, not be copied.
+mod kernel_rules {
+    /// `sizeof(Elf64_Ehdr)` and `sizeof(Elf64_Phdr)` for ELFCLASS64 (include/uapi/linux/elf.h).
+    pub const SIZEOF_ELF64_EHDR: u64 = 64;
+    pub const SIZEOF_ELF64_PHDR: u64 = 56;
+    /// x86-64 `PAGE_SIZE`; also `ELF_CORE_HEADER_ALIGN` (include/linux/crash_core.h: 4096).
+    pub const PAGE_SIZE: u64 = 4096;
+
+    pub fn phdrs_bytes(phdrs: u64) -> u64 {
+        phdrs * SIZEOF_ELF64_PHDR
+    }
+
+    /// `kexec_add_buffer` (kernel/kexec_file.c) rounds `memsz` up to whole pages; `ALIGN()`.
+    pub fn page_align(bytes: u64) -> u64 {
+        bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
+
+    /// `crash_prepare_elf64_headers` (kernel/crash_core.c): one PT_NOTE per possible CPU
+    /// (`for_each_possible_cpu`), one for vmcoreinfo, one PT_LOAD for the kernel text map, one PT_LOAD per
+    /// memory range; `elf_sz = sizeof(Elf64_Ehdr) + nr_phdr * sizeof(Elf64_Phdr)`, then
+    /// `ALIGN(elf_sz, ELF_CORE_HEADER_ALIGN)`.
+    pub fn header_elfsz(possible_cpus: u64, ranges: u64) -> u64 {
+        let nr_phdr = possible_cpus + 1 + 1 + ranges;
+        page_align(SIZEOF_ELF64_EHDR + phdrs_bytes(nr_phdr))
     }
 }
 
@@ -166,6 +202,13 @@ impl Scenario {
                  update silently keeps a stale header",
                 SimKernel::SELF_UPDATING,
                 vec![Step::Plug { bytes: 1280 * GIB, sparse: true }],
+            ),
+            Scenario::new(
+                "sparse-stale",
+                "a 6.1-like kernel (no crash hotplug) gets 9,000 sparse virtio-mem blocks: 9,003 ranges, which \
+                 kexec_file_load sizes its header to (no buffer to outgrow)",
+                SimKernel::STALE_HEADER,
+                vec![Step::Plug { bytes: 1125 * GIB, sparse: true }],
             ),
             Scenario::new(
                 "cpu-hotplug",
@@ -357,10 +400,9 @@ impl HostModel {
             return;
         }
         let ranges = self.ranges();
-        let phdrs = NON_MEMORY_PHDRS + u64::from(self.possible_cpus) + ranges.len() as u64;
-        let elfsz = elfcorehdr_bytes(phdrs);
-        let memsz =
-            (ELF64_EHDR_SIZE + self.kernel.elfcorehdr_size()).next_multiple_of(ELFCOREHDR_ALIGN);
+        let possible = u64::from(self.possible_cpus);
+        let elfsz = kernel_rules::header_elfsz(possible, ranges.len() as u64);
+        let memsz = self.kernel.segment_memsz(possible, ranges.len() as u64);
         if elfsz > memsz {
             self.kmsg.push(format!(
                 "crash hp: update elfcorehdr elfsz {elfsz} > memsz {memsz}"
@@ -547,6 +589,21 @@ impl SimulatedHost {
 
     fn load_crash_kernel(&self, request: &LoadRequest) -> std::io::Result<()> {
         let mut model = self.model();
+        if request.method == LoaderChoice::Configured && model.kernel.crash_hotplug {
+            // kexec_file_load builds the header in the kernel; with crash hotplug its segment is sized for the
+            // maximum, and a header larger than that fails `kexec_add_buffer` (EINVAL) after the old image is
+            // already gone (kernel/kexec_file.c frees it first).
+            let possible = u64::from(model.possible_cpus);
+            let ranges = request.ranges.len() as u64;
+            if kernel_rules::header_elfsz(possible, ranges)
+                > model.kernel.segment_memsz(possible, ranges)
+            {
+                model.crash_loaded = false;
+                model.header.clear();
+                model.render()?;
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+        }
         model.crash_loaded = true;
         model.header = (*request.ranges).clone();
         // kexec_file_load gets the kernel's in-place updates; a kexec_load without the hotplug flag does not.
@@ -928,8 +985,9 @@ mod tests {
             max_memory_ranges: 8,
         };
         let mut model = HostModel::new(dir.path().into(), kernel);
-        // (2 + 8 + 8) × 56 bytes load as one page: 72 program headers, 62 for memory with 8 possible CPUs.
-        let fits = 72 - NON_MEMORY_PHDRS as usize - 8;
+        // (2 + 8 + 8) × 56 bytes load as one page: (4096 - 64) / 56 = 72 program headers, 62 for memory with 8
+        // possible CPUs, vmcoreinfo and the kernel text.
+        let fits = 72 - 2 - 8;
         let mut block = 0;
         while model.ranges().len() < fits {
             model.plugged.insert(block * 2);
@@ -946,6 +1004,48 @@ mod tests {
             crate::core::kmsg_record::classify(&model.kmsg[0]).is_some(),
             "{}",
             model.kmsg[0]
+        );
+    }
+
+    #[test]
+    fn a_kexec_file_load_bigger_than_the_hotplug_buffer_fails_and_leaves_nothing_loaded() {
+        let kernel = SimKernel {
+            crash_hotplug: true,
+            nr_cpus_default: 8,
+            max_memory_ranges: 8,
+        };
+        let host = SimulatedHost::new(Scenario {
+            kernel,
+            ..Scenario::named("self-updating").unwrap().clone()
+        })
+        .unwrap();
+        let request = |n: u64, method| LoadRequest {
+            ranges: Arc::new(
+                (0..n)
+                    .map(|i| MemRange::new(i * 2 * BLOCK_SIZE, i * 2 * BLOCK_SIZE + BLOCK_SIZE - 1))
+                    .collect(),
+            ),
+            cpus: crate::core::model::CpuSet::default(),
+            method,
+            reason: String::new(),
+        };
+        // One page: 72 program headers, 62 for memory with the 8 possible CPUs.
+        assert!(host
+            .load_crash_kernel(&request(62, LoaderChoice::Configured))
+            .is_ok());
+        let error = host
+            .load_crash_kernel(&request(63, LoaderChoice::Configured))
+            .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EINVAL));
+        assert!(!host.model().crash_loaded, "the old image is gone too");
+        // kexec_load builds the header in userspace at its real size.
+        assert!(host
+            .load_crash_kernel(&request(63, LoaderChoice::KexecLoad))
+            .is_ok());
+        // Without crash hotplug there is no fixed buffer: the segment is the header built for the ranges.
+        assert_eq!(
+            SimKernel::STALE_HEADER.segment_memsz(8, 40_000),
+            kernel_rules::header_elfsz(8, 40_000)
         );
     }
 

@@ -31,6 +31,23 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// `ID` then the words of `ID_LIKE` from an os-release file (os-release(5): `KEY=value`, the value optionally
+/// in double or single quotes; `#` comments). Unknown lines are skipped: the file is informational here.
+pub fn os_release_ids(text: &str) -> Vec<String> {
+    let value = |key: &str| {
+        text.lines().find_map(|line| {
+            let rest = line.trim().strip_prefix(key)?.strip_prefix('=')?;
+            Some(rest.trim_matches(|c| c == '"' || c == '\'').to_owned())
+        })
+    };
+    let mut ids: Vec<String> = value("ID").into_iter().collect();
+    if let Some(like) = value("ID_LIKE") {
+        ids.extend(like.split_whitespace().map(str::to_owned));
+    }
+    ids.retain(|id| !id.is_empty());
+    ids
+}
+
 /// Splits `text` into `(1-based line number, line)` pairs. The kernel ends every line with `\n`, so the empty
 /// piece after the final newline is not a line; an empty piece anywhere else is (an empty line).
 pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {

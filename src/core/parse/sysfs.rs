@@ -1,10 +1,12 @@
-//! Single-value sysfs files: flags (`0`/`1`), decimal sizes, hex block sizes, memory block state.
+//! Single-value sysfs files: flags (`0`/`1`), decimal sizes, hex block sizes, memory block state; and the one
+//! list file, `crash_cma_ranges`.
 //!
 //! A sysfs attribute prints one value and `\n` (`Documentation/filesystems/sysfs.rst`: "one value per file").
 //! The trailing newline is optional here so hand-written fixtures need not care; anything else (spaces, a second
 //! line, a `0x` prefix) is an error, because it means the file is not what this daemon thinks it is.
 
 use super::{numbered_lines, parse_decimal_u64, parse_hex_u64, quote, ParseError};
+use crate::core::model::MemRange;
 use serde::Serialize;
 
 /// `crash_hotplug`, `kexec_crash_loaded`: `0` or `1` (both print an int with `%d\n`: `kernel/ksysfs.c`,
@@ -51,6 +53,30 @@ pub fn parse_hex(file: &str, text: &str) -> Result<u64, ParseError> {
             ),
         )
     })
+}
+
+/// `crash_cma_ranges`: one `start-end` pair per line, inclusive, hex without `0x` (`%08llx-%08llx\n`,
+/// `crash_cma_ranges_show` in kernel/ksysfs.c, later kernel/kexec_core.c); empty without CMA reservations.
+pub fn parse_range_list(file: &str, text: &str) -> Result<Vec<MemRange>, ParseError> {
+    numbered_lines(text)
+        .map(|(line, value)| {
+            let bad = || {
+                ParseError::new(
+                    file,
+                    line,
+                    format!(
+                        "expected start-end in hex without 0x (start <= end), found {}",
+                        quote(value)
+                    ),
+                )
+            };
+            let (start, end) = value.split_once('-').ok_or_else(bad)?;
+            match (parse_hex_u64(start), parse_hex_u64(end)) {
+                (Some(start), Some(end)) if start <= end => Ok(MemRange::new(start, end)),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
 }
 
 /// `memoryN/state`, as `drivers/base/memory.c` (`state_show`) prints it.
@@ -122,6 +148,29 @@ mod tests {
         }
         let e = parse_flag(FILE, "1\n0\n").unwrap_err();
         assert_eq!((e.file.as_str(), e.line), (FILE, 2));
+    }
+
+    #[test]
+    fn crash_cma_range_lists() {
+        const CMA: &str = "/sys/kernel/kexec/crash_cma_ranges";
+        assert_eq!(parse_range_list(CMA, "").unwrap(), vec![]);
+        assert_eq!(
+            parse_range_list(CMA, "100000000-10c7fffff\n00a00000-00bfffff\n").unwrap(),
+            vec![
+                MemRange::new(0x1_0000_0000, 0x1_0c7f_ffff),
+                MemRange::new(0xa0_0000, 0xbf_ffff)
+            ]
+        );
+        for (bad, line) in [
+            ("0x100-0x200\n", 1),
+            ("100000000-10c7fffff\n200-100\n", 2),
+            ("100000000\n", 1),
+            ("1-2-3\n", 1),
+            ("1-2\n\n", 2),
+        ] {
+            let e = parse_range_list(CMA, bad).unwrap_err();
+            assert_eq!((e.file.as_str(), e.line), (CMA, line), "{bad:?}");
+        }
     }
 
     #[test]
