@@ -181,6 +181,21 @@ impl CrashKernelSetup {
     }
 }
 
+/// Why a plan has nothing to load, in the words of its errors.
+fn refusal(plan: &plan::Plan) -> String {
+    let errors: Vec<&str> = plan
+        .findings
+        .iter()
+        .filter(|f| f.severity == plan::Severity::Error)
+        .map(|f| f.message.as_str())
+        .collect();
+    if errors.is_empty() {
+        format!("{}: nothing to load", plan.service.name())
+    } else {
+        errors.join("; ")
+    }
+}
+
 fn loader_kind(kind: LoaderKind) -> loader_choice::Requested {
     match kind {
         LoaderKind::Auto => loader_choice::Requested::Auto,
@@ -201,7 +216,7 @@ pub fn crash_kernel_setup(settings: &Settings, sysroot: &Sysroot) -> CrashKernel
             command: command.clone(),
         },
         (plan::Verdict::Refuse, _) => loader_choice::PlanVerdict::Refuse {
-            reason: format!("{}: nothing to load", plan.service.name()),
+            reason: refusal(&plan),
         },
         (plan::Verdict::Load, Err(error)) => loader_choice::PlanVerdict::Refuse {
             reason: error.to_string(),
@@ -239,6 +254,10 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
     log_setup(&setup);
     let build = |choice: &loader_choice::Choice| -> Arc<dyn Loader> {
         let name = choice.name();
+        // A plan with nothing to load says why first: every loader would fail for that reason.
+        if setup.plan.verdict == plan::Verdict::Refuse {
+            return unavailable(&name, refusal(&setup.plan));
+        }
         let kernel = match (&setup.kernel, choice) {
             (
                 _,
@@ -649,8 +668,9 @@ mod tests {
 
     #[test]
     fn missing_kernel_or_kexec_gives_loaders_that_say_why() {
+        // No kdump service and no kernel image: the daemon's own plan has nothing to load, and says why.
         let loaders = loaders(&Settings::default(), &fixture());
-        assert_eq!(loaders.configured.name(), "kexec_file_load");
+        assert_eq!(loaders.configured.name(), "none");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -698,7 +718,7 @@ mod tests {
             loaders(settings, &fixture())
         }));
         let running = tokio::spawn(daemon.run(Box::new(Silent)));
-        assert_eq!(handle.status.borrow().loader, "kexec_file_load");
+        assert_eq!(handle.status.borrow().loader, "none");
         reload_config(&handle).await;
         assert_eq!(*built.lock().unwrap(), [LoaderKind::Command]);
         assert_eq!(handle.status.borrow().loader, "/bin/true");

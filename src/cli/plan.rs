@@ -59,14 +59,18 @@ pub fn print(sysroot: PathBuf, json: bool) -> ExitCode {
         if let Err(error) = &setup.kernel {
             println!("cannot load the plan: {error}");
         }
+        let shown = |choice: &crate::core::loader_choice::Choice| match choice {
+            crate::core::loader_choice::Choice::Unavailable { reason } => format!("none: {reason}"),
+            other => other.name(),
+        };
         println!(
             "loader:   {} ({})",
-            setup.decision.choice.name(),
+            shown(&setup.decision.choice),
             setup.decision.reason
         );
         println!(
             "          when the header outgrows the kernel's buffer: {}",
-            setup.overflow.name()
+            shown(&setup.overflow)
         );
     }
     ExitCode::SUCCESS
