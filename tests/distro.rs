@@ -399,51 +399,96 @@ fn daemon_6_1() {
     check_crash_cmdline_is_kdump_tools(&d, &crash.cmdline, &kdump_tools, true);
 }
 
-/// Debian's 6.12 backport kernel: the kernel updates the crash header itself, the daemon must see that and skip.
+/// Debian's 6.12 kernel updates the crash header itself (`crash_hotplug`), but only for a crash kernel loaded with
+/// kexec_file_load, or with kexec_load and KEXEC_UPDATE_ELFCOREHDR (kernel/kexec.c, `hotplug_support`), which
+/// bookworm's kexec-tools 2.0.25 never passes. So the first burst depends on how kdump-tools loaded it: the daemon
+/// must reload when `crash_hotplug` reads 0 and skip when it reads 1. After that burst it reads 1 either way, and a
+/// second burst must be skipped.
 #[test]
 #[ignore = "distro tier: make test-distro"]
 fn daemon_6_12() {
     let mut d = Distro::boot("daemon-6.12", "6.12");
     let mut figures = Figures::default();
     assert_eq!(is_active(&mut d), "active");
-    let hotplug = d.value("cat /sys/devices/system/memory/crash_hotplug");
-    assert_eq!(
-        hotplug, "1",
-        "crash_hotplug on 6.12 with the crash kernel kdump-tools loaded"
+    let at_boot = d.value("cat /sys/devices/system/memory/crash_hotplug");
+    let record = d.value("cat /var/crash/kexec_cmd");
+    checked(
+        &d,
+        format!(
+            "crash_hotplug reads {at_boot} with the crash kernel kdump-tools loaded (`{record}`)"
+        ),
     );
-    checked(&d, "/sys/devices/system/memory/crash_hotplug reads 1");
+    figures.add("crash_hotplug_at_boot", &at_boot);
     check_rule_masked(&mut d, true);
     start_watchers(&mut d);
     let before = daemon_status(&mut d);
     let usage0 = daemon_usage(&mut d);
     let (runs0, failures0) = distro_rule_runs(&mut d);
-    let burst = plug(&mut d, 4 * GIB);
-    let events = uevents(&mut d, burst.requested_at);
+    let first = plug(&mut d, 2 * GIB);
+    let events = uevents(&mut d, first.requested_at);
     let processed = events.iter().filter(|e| e.from_udev).count() as u64;
-    let after = wait_daemon_settled(&mut d, &before, processed);
+    let middle = wait_daemon_settled(&mut d, &before, processed);
+    println!(
+        "[{}] daemon after the first burst: {}",
+        d.name,
+        middle.s("Summary")
+    );
+    let first_reloads = middle.u("Reloads") - before.u("Reloads");
+    if at_boot == "1" {
+        assert_eq!(
+            first_reloads, 0,
+            "crash_hotplug read 1: no reload: {:?}",
+            middle.values
+        );
+        checked(
+            &d,
+            "first burst skipped: the kernel updates kdump-tools' header itself",
+        );
+    } else {
+        assert_eq!(
+            first_reloads, 1,
+            "crash_hotplug read 0: exactly one reload: {:?}",
+            middle.values
+        );
+        checked(
+            &d,
+            "first burst: one reload (kdump-tools' kexec_load image is not updated in place), through kexec_file_load",
+        );
+    }
+    figures.add("first_burst_reloads", first_reloads);
+    assert_eq!(
+        d.value("cat /sys/devices/system/memory/crash_hotplug"),
+        "1",
+        "after the first burst the loaded crash kernel is updated by the kernel"
+    );
+    checked(&d, "/sys/devices/system/memory/crash_hotplug reads 1");
+    let second = plug(&mut d, 4 * GIB);
+    let events = uevents(&mut d, second.requested_at);
+    let processed = events.iter().filter(|e| e.from_udev).count() as u64;
+    let after = wait_daemon_settled(&mut d, &middle, processed);
     let usage1 = daemon_usage(&mut d);
     let iomem = read_iomem(&mut d);
-    burst_figures(&mut d, &mut figures, &burst);
+    burst_figures(&mut d, &mut figures, &second);
     stop_poller(&mut d);
     let (runs, failures) = distro_rule_runs(&mut d);
     figures.add("rule_runs", runs - runs0);
     figures.add("rule_failures", failures - failures0);
-    daemon_figures(&mut figures, &before, &after, usage0, usage1);
+    daemon_figures(&mut figures, &middle, &after, usage0, usage1);
     println!("[{}] daemon: {}", d.name, after.s("Summary"));
     assert_eq!(
         after.u("Reloads"),
-        before.u("Reloads"),
+        middle.u("Reloads"),
         "no reload: {:?}",
         after.values
     );
     assert!(
-        after.u("ReloadsSkipped") > before.u("ReloadsSkipped"),
+        after.u("ReloadsSkipped") > middle.u("ReloadsSkipped"),
         "the burst was decided and skipped: {:?}",
         after.values
     );
     checked(
         &d,
-        "the daemon skipped the burst: the kernel keeps the header current",
+        "the daemon skipped the second burst: the kernel keeps the header current",
     );
     let crash = crash(&mut d);
     coverage_figure(&mut figures, &iomem, &crash);

@@ -101,6 +101,7 @@ pub struct Burst {
 
 /// A resize request in flight.
 pub struct PlugRequest {
+    pub size: u64,
     pub add: u64,
     pub block_size: u64,
     pub online_before: u64,
@@ -108,20 +109,35 @@ pub struct PlugRequest {
     started: Instant,
 }
 
-/// Asks QEMU to resize the virtio-mem device to `add` bytes (nothing plugged before), without waiting.
-pub fn request_plug(d: &mut Distro, add: u64) -> PlugRequest {
+fn virtio_mem_size(d: &mut Distro) -> u64 {
+    d.guest
+        .qmp()
+        .execute(
+            "qom-get",
+            json!({"path": "/machine/peripheral/vm0", "property": "size"}),
+        )
+        .unwrap_or_else(|e| panic!("[{}] {e}", d.name))
+        .as_u64()
+        .unwrap()
+}
+
+/// Asks QEMU to resize the virtio-mem device to `size` bytes, without waiting.
+pub fn request_plug(d: &mut Distro, size: u64) -> PlugRequest {
     let (block_size, online_before) = memory_blocks(d);
+    let current = virtio_mem_size(d);
+    assert!(size > current, "[{}] a hot-add: {size} > {current}", d.name);
     let requested_at = d.uptime();
     let started = Instant::now();
     d.guest
         .qmp()
         .execute(
             "qom-set",
-            json!({"path": "/machine/peripheral/vm0", "property": "requested-size", "value": add}),
+            json!({"path": "/machine/peripheral/vm0", "property": "requested-size", "value": size}),
         )
         .unwrap_or_else(|e| panic!("[{}] {e}", d.name));
     PlugRequest {
-        add,
+        size,
+        add: size - current,
         block_size,
         online_before,
         requested_at,
@@ -135,21 +151,15 @@ pub fn finish_plug(d: &mut Distro, request: &PlugRequest) -> Burst {
     let add = request.add;
     let deadline = Instant::now() + secs(180);
     loop {
-        let size = d
-            .guest
-            .qmp()
-            .execute(
-                "qom-get",
-                json!({"path": "/machine/peripheral/vm0", "property": "size"}),
-            )
-            .unwrap_or_else(|e| panic!("[{}] {e}", d.name));
-        if size.as_u64() == Some(add) {
+        let size = virtio_mem_size(d);
+        if size == request.size {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "[{}] virtio-mem size stuck at {size} (requested {add})",
-            d.name
+            "[{}] virtio-mem size stuck at {size} (requested {})",
+            d.name,
+            request.size
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -179,9 +189,9 @@ pub fn finish_plug(d: &mut Distro, request: &PlugRequest) -> Burst {
     }
 }
 
-/// Resizes the virtio-mem device and waits for the whole burst to be processed.
-pub fn plug(d: &mut Distro, add: u64) -> Burst {
-    let request = request_plug(d, add);
+/// Resizes the virtio-mem device to `size` and waits for the whole burst to be processed.
+pub fn plug(d: &mut Distro, size: u64) -> Burst {
+    let request = request_plug(d, size);
     finish_plug(d, &request)
 }
 
