@@ -243,9 +243,10 @@ impl Distro {
             command.len() < 3500,
             "console lines are limited by the tty: {command}"
         );
-        // The marker is split in the typed text, so only the shell's output can match it.
+        // In a subshell, so that an `exit` ends the command, not the login shell. The marker is split in the
+        // typed text, so only the shell's output can match it.
         self.guest.send(&format!(
-            "{{ {command}\n}} </dev/null 2>&1; echo \"@@ END\"-{} $?",
+            "( {command}\n) </dev/null 2>&1; echo \"@@ END\"-{} $?",
             self.next_marker
         ));
         let deadline = Instant::now() + timeout;
