@@ -7,6 +7,7 @@
 #                            (installs cargo-deb and cargo-generate-rpm on first use)
 #   make test-packaging      bash tests/packaging.sh (verify unit, install the .deb into a Debian
 #                            root, compare with the .rpm, parse the D-Bus policy, render man pages)
+#   make test-distro         the .deb on a real Debian 12 in QEMU (docs/README-distro.md)
 #
 # Targets for the demo, the test suite and the benchmarks live in their own section below.
 
@@ -145,7 +146,7 @@ clean-packages:
 APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin systemd util-linux
 SCENARIO     ?= virtio-mem-1t
 
-.PHONY: deps demo test test-fast test-guest
+.PHONY: deps demo test test-fast test-guest test-distro
 
 deps:
 	@# Rust itself comes from rustup (Debian 12's cargo 0.66 cannot read this Cargo.lock); say so plainly.
@@ -177,8 +178,19 @@ test-guest: deps
 	bash tests/guest/setup.sh host
 	$(CARGO) test --locked --test guest -- --ignored --test-threads=1 --nocapture
 
+# The real-distribution tier: Debian 12 (systemd, udevd, D-Bus, kdump-tools) in QEMU with this tree's .deb
+# installed by dpkg, judged by the dump kdump-tools saves. Installs debootstrap, qemu-system-x86, qemu-utils,
+# e2fsprogs, makedumpfile and lintian on first use; the image is cached in $(DISTRO_CACHE), keyed on its inputs
+# (a new .deb rebuilds only the disk). See docs/README-distro.md.
+DISTRO_CACHE ?= /var/tmp/kdump-hotplugd-distro
+export KDUMP_HOTPLUGD_DISTRO_CACHE := $(DISTRO_CACHE)
+
+test-distro: deps packages
+	bash tests/distro/setup.sh host
+	$(CARGO) test --locked --test distro -- --ignored --test-threads=1 --nocapture
+
 # Every tier.
-test: test-fast test-guest
+test: test-fast test-guest test-distro
 
 # Benchmarks (BENCHMARKS.md): criterion's event path and snapshot, then the report that prints one table
 # against the targets. Knobs: BENCH_RUNS, BENCH_UDEV_EVENTS, BENCH_IDLE_SECONDS (see benches/storm.rs);

@@ -209,8 +209,9 @@ check "dpkg reports kdump-hotplugd installed" \
 chroot "$ROOT" dpkg-query -L kdump-hotplugd | sort >"$WORK/deb-all.list"
 while read -r path; do [ -f "$ROOT$path" ] && [ ! -L "$ROOT$path" ] && echo "$path"; done \
     <"$WORK/deb-all.list" >"$WORK/deb-files.list"
-# Debian-only extras: the copyright file cargo-deb writes (and a changelog if one is configured).
+# Debian-only extras: the copyright file cargo-deb writes, the changelog and the lintian override.
 grep -v -x -e /usr/share/doc/kdump-hotplugd/copyright -e /usr/share/doc/kdump-hotplugd/changelog.Debian.gz \
+    -e /usr/share/lintian/overrides/kdump-hotplugd \
     "$WORK/deb-files.list" >"$WORK/deb.list"
 if diff -u "$WORK/staged.list" "$WORK/deb.list" >"$WORK/deb.diff"; then
     ok ".deb file set equals the make-install layout ($(wc -l <"$WORK/staged.list") files)"

@@ -286,7 +286,23 @@ impl Guest {
                 "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
             ])
             .args(["-no-reboot", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        let mut guest = Guest::spawn(&options.name, accel, command, &qmp_path, transcript)?;
+        guest.try_wait_for("@@ READY", deadline)?;
+        Ok(guest)
+    }
+
+    /// Starts a QEMU command line whose serial console is on stdio and whose QMP socket is `qmp_path`
+    /// (`-qmp unix:…,server=on,wait=off`), connects QMP, and returns without waiting for the guest. The
+    /// distribution tier (tests/distro.rs) builds its own command line and boots through this too.
+    pub fn spawn(
+        name: &str,
+        accel: Accel,
+        mut command: Command,
+        qmp_path: &Path,
+        transcript: PathBuf,
+    ) -> Result<Guest, String> {
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -306,7 +322,7 @@ impl Guest {
         spawn_reader(child.stderr.take().unwrap(), sender, log, true);
         let stdin = child.stdin.take().unwrap();
         let mut guest = Guest {
-            name: options.name.clone(),
+            name: name.to_string(),
             accel,
             child,
             stdin,
@@ -316,12 +332,11 @@ impl Guest {
             qemu_messages: Vec::new(),
             closed: false,
         };
-        guest.qmp = Some(Qmp::connect(&qmp_path, Duration::from_secs(20))?);
-        guest.try_wait_for("@@ READY", deadline)?;
+        guest.qmp = Some(Qmp::connect(qmp_path, Duration::from_secs(20))?);
         Ok(guest)
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let qemu = if self.qemu_messages.is_empty() {
             String::new()
         } else {
@@ -331,7 +346,7 @@ impl Guest {
     }
 
     /// Reads console lines until one starts with `prefix`; returns the lines before it and the line itself.
-    fn try_wait_for(
+    pub fn try_wait_for(
         &mut self,
         prefix: &str,
         timeout: Duration,

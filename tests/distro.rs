@@ -1,0 +1,755 @@
+//! The real-distribution tier: Debian 12 with systemd, udevd, the system bus and kdump-tools in QEMU, this
+//! project's .deb installed with dpkg, judged by the dump kdump-tools saves to /var/crash. Every test is
+//! `#[ignore]`d; run them with `make test-distro` (docs/README-distro.md). Each scenario prints `checked:` lines
+//! and one `FIGURES` line.
+
+#[allow(dead_code)]
+#[path = "guest/harness.rs"]
+mod harness;
+
+mod distro {
+    pub mod dump;
+    pub mod steps;
+    pub mod system;
+}
+
+use distro::steps::*;
+use distro::system::{image, secs, Distro};
+use kdump_hotplugd::ranges::crash_ranges;
+
+/// Checks of features issue 14 brings (the crash-kernel plan, the distro rule's runtime mask, reloading
+/// kdump-tools' own kernel, initrd and command line). While a check's name is listed here, the scenarios expect
+/// today's behaviour instead, and say so; the lead empties this list when the features land.
+const AWAITING_ISSUE_14: &[&str] = &[
+    "check_plan_names_kdump_tools",
+    "check_rule_masked",
+    "check_crash_cmdline_is_kdump_tools",
+];
+
+fn awaiting(check: &str) -> bool {
+    AWAITING_ISSUE_14.contains(&check)
+}
+
+const DISTRO_RULE: &str = "50-kdump-tools.rules";
+const RULE_MASK: &str = "/run/udev/rules.d/50-kdump-tools.rules";
+
+/// `kdump-hotplugd plan` names kdump-tools' kernel, initrd and command line (what `kdump-config` would load).
+fn check_plan_names_kdump_tools(d: &mut Distro) {
+    let (status, lines) = d.sh("kdump-hotplugd plan", secs(60));
+    let text = lines.join("\n");
+    if awaiting("check_plan_names_kdump_tools") {
+        assert_ne!(
+            status, 0,
+            "[{}] `kdump-hotplugd plan` works now: remove check_plan_names_kdump_tools from AWAITING_ISSUE_14\n{text}",
+            d.name
+        );
+        checked(
+            d,
+            format!(
+                "(awaiting issue 14) `kdump-hotplugd plan` does not exist yet (status {status})"
+            ),
+        );
+        return;
+    }
+    assert_eq!(status, 0, "[{}] kdump-hotplugd plan:\n{text}", d.name);
+    for part in [
+        "/var/lib/kdump/vmlinuz",
+        "/var/lib/kdump/initrd.img",
+        "systemd.unit=kdump-tools-dump.service",
+        "kdump-tools",
+    ] {
+        assert!(
+            text.contains(part),
+            "[{}] `kdump-hotplugd plan` does not name {part}:\n{text}",
+            d.name
+        );
+    }
+    checked(
+        d,
+        "`kdump-hotplugd plan` names kdump-tools, its kernel, initrd and command line",
+    );
+}
+
+/// While the daemon runs the distro rule is masked at runtime (a same-named file under /run/udev/rules.d);
+/// whenever it does not, the mask is gone.
+fn check_rule_masked(d: &mut Distro, daemon_running: bool) {
+    let present = d.sh(&format!("test -e {RULE_MASK}"), secs(30)).0 == 0;
+    if awaiting("check_rule_masked") {
+        assert!(
+            !present,
+            "[{}] {RULE_MASK} exists now: remove check_rule_masked from AWAITING_ISSUE_14",
+            d.name
+        );
+        checked(
+            d,
+            format!(
+                "(awaiting issue 14) no runtime mask of {DISTRO_RULE} (daemon {})",
+                if daemon_running {
+                    "running"
+                } else {
+                    "not running"
+                }
+            ),
+        );
+        return;
+    }
+    assert_eq!(
+        present,
+        daemon_running,
+        "[{}] {RULE_MASK} {} while the daemon {}",
+        d.name,
+        if present { "exists" } else { "is missing" },
+        if daemon_running {
+            "runs"
+        } else {
+            "does not run"
+        }
+    );
+    if present {
+        let text = d.sh_ok(&format!("cat {RULE_MASK}"), secs(30)).join("\n");
+        assert!(
+            !text
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')),
+            "[{}] the mask holds rules:\n{text}",
+            d.name
+        );
+    }
+    checked(
+        d,
+        format!(
+            "{RULE_MASK} {} while the daemon {}",
+            if present {
+                "masks the distro rule"
+            } else {
+                "is absent"
+            },
+            if daemon_running {
+                "runs"
+            } else {
+                "does not run"
+            }
+        ),
+    );
+}
+
+/// The parameters of a kernel command line without the ones a crash-kernel loader adds for the dump.
+fn without_loader_parameters(cmdline: &str) -> Vec<String> {
+    cmdline
+        .split_whitespace()
+        .filter(|p| !p.starts_with("elfcorehdr=") && !p.starts_with("acpi_rsdp="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The crash kernel booted with kdump-tools' own command line (its kexec_cmd record), plus only the loader's
+/// `elfcorehdr=`/`acpi_rsdp=`.
+fn check_crash_cmdline_is_kdump_tools(
+    d: &Distro,
+    crash_cmdline: &str,
+    kdump_tools: &str,
+    daemon_reloaded: bool,
+) {
+    let same = without_loader_parameters(crash_cmdline) == without_loader_parameters(kdump_tools);
+    if daemon_reloaded && awaiting("check_crash_cmdline_is_kdump_tools") {
+        assert!(
+            !same,
+            "[{}] the daemon's crash kernel has kdump-tools' command line now: remove check_crash_cmdline_is_kdump_tools \
+             from AWAITING_ISSUE_14",
+            d.name
+        );
+        checked(
+            d,
+            format!(
+                "(awaiting issue 14) the daemon's crash kernel is not kdump-tools' own: `{crash_cmdline}` vs kdump-tools' `{kdump_tools}`"
+            ),
+        );
+        return;
+    }
+    assert!(
+        same,
+        "[{}] the crash kernel's command line `{crash_cmdline}` is not kdump-tools' `{kdump_tools}` (plus elfcorehdr=/acpi_rsdp=)",
+        d.name
+    );
+    checked(
+        d,
+        format!("the crash kernel booted with kdump-tools' command line (+ loader parameters): `{crash_cmdline}`"),
+    );
+}
+
+fn unit_property(d: &mut Distro, property: &str) -> String {
+    d.value(&format!("systemctl show -p {property} --value {UNIT}"))
+}
+
+fn is_active(d: &mut Distro) -> String {
+    d.value(&format!("systemctl is-active {UNIT} ; true"))
+}
+
+/// Daemon figures of a burst: CPU, RSS, counters.
+fn daemon_figures(
+    figures: &mut Figures,
+    before: &DaemonStatus,
+    after: &DaemonStatus,
+    usage0: Usage,
+    usage1: Usage,
+) {
+    figures.add("reloads", after.u("Reloads") - before.u("Reloads"));
+    figures.add(
+        "skipped",
+        after.u("ReloadsSkipped") - before.u("ReloadsSkipped"),
+    );
+    figures.add(
+        "daemon_events",
+        after.u("EventsSeen") - before.u("EventsSeen"),
+    );
+    figures.add(
+        "daemon_reload_s",
+        format!("{:.2}", after.u("LastReloadDurationUsec") as f64 / 1e6),
+    );
+    if usage0.pid == usage1.pid {
+        figures.add("daemon_cpu_ms", usage1.cpu_ms - usage0.cpu_ms);
+    }
+    figures.add("daemon_cpu_total_ms", usage1.cpu_ms);
+    figures.add("daemon_rss_kib", usage1.rss_kib);
+    figures.add("daemon_hwm_kib", usage1.hwm_kib);
+}
+
+fn coverage_figure(
+    figures: &mut Figures,
+    iomem: &[kdump_hotplugd::parse::iomem::Resource],
+    crash: &Crash,
+) {
+    let expected = crash_ranges(iomem);
+    let missing = distro::dump::missing_pages(&expected, &crash.dump.covered);
+    figures.add(
+        "dump_covers_gib",
+        format!(
+            "{:.2}/{:.2}",
+            (bytes(&expected) - bytes(&missing)) as f64 / GIB as f64,
+            bytes(&expected) as f64 / GIB as f64
+        ),
+    );
+    figures.add("max_mapnr", crash.dump.header.max_mapnr);
+    figures.add("crash_to_saved_s", format!("{:.0}", crash.seconds));
+}
+
+/// Debian's own setup alone (the daemon masked): kdump-tools' udev rule is the only thing that reacts to the
+/// hot-add, and it fails inside udevd's sandbox; the dump kdump-tools saves must miss the hot-added memory.
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn stock() {
+    let mut d = Distro::boot("stock", "6.1");
+    let mut figures = Figures::default();
+    d.sh_ok(&format!("systemctl mask --now {UNIT}"), secs(120));
+    assert_eq!(is_active(&mut d), "inactive");
+    assert_eq!(
+        d.value(&format!("systemctl is-enabled {UNIT} ; true")),
+        "masked"
+    );
+    checked(&d, "kdump-hotplugd masked and stopped");
+    assert_eq!(d.value("cat /sys/kernel/kexec_crash_loaded"), "1");
+    let kdump_tools = kdump_tools_cmdline(&mut d);
+    checked(
+        &d,
+        format!("kdump-tools loaded the crash kernel at boot: `{kdump_tools}`"),
+    );
+    check_rule_masked(&mut d, false);
+    start_watchers(&mut d);
+    let (runs0, failures0) = distro_rule_runs(&mut d);
+    let burst = plug(&mut d, 4 * GIB);
+    let iomem = read_iomem(&mut d);
+    let hot_added = virtio_mem_ranges(&iomem);
+    assert_eq!(
+        bytes(&hot_added),
+        4 * GIB,
+        "virtio-mem added 4 GiB: {hot_added:x?}"
+    );
+    let events = burst_figures(&mut d, &mut figures, &burst);
+    stop_poller(&mut d);
+    let (runs, failures) = distro_rule_runs(&mut d);
+    let online = events
+        .iter()
+        .filter(|e| !e.from_udev && e.action == "online")
+        .count();
+    figures.add("rule_runs", runs - runs0);
+    figures.add("rule_failures", failures - failures0);
+    assert_eq!(
+        runs - runs0,
+        online,
+        "the distro rule ran once per memory online uevent"
+    );
+    checked(
+        &d,
+        format!(
+            "{DISTRO_RULE} ran {} times (one per online uevent), {} failed to unload the crash kernel",
+            runs - runs0,
+            failures - failures0
+        ),
+    );
+    assert_eq!(d.value("cat /sys/kernel/kexec_crash_loaded"), "1");
+    let crash = crash(&mut d);
+    coverage_figure(&mut figures, &iomem, &crash);
+    figures.print(&d);
+    check_crash_cmdline_is_kdump_tools(&d, &crash.cmdline, &kdump_tools, false);
+    // The control: the very check the daemon scenarios pass must fail here, on exactly the hot-added memory.
+    let problem = coverage_problem(&iomem, &crash.dump)
+        .unwrap_or_else(|| panic!("[stock] the dump check passed without the daemon"));
+    let missing = distro::dump::missing_pages(&crash_ranges(&iomem), &crash.dump.covered);
+    assert_eq!(
+        missing, hot_added,
+        "the stale header must miss exactly the hot-added ranges"
+    );
+    checked(
+        &d,
+        format!("the dump check fails without the daemon, as it must: {problem}"),
+    );
+}
+
+/// The daemon as the package ships it, on Debian's 6.1 (no in-kernel header update).
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn daemon_6_1() {
+    let mut d = Distro::boot("daemon-6.1", "6.1");
+    let user = image().user.clone();
+    let mut figures = Figures::default();
+    assert_eq!(is_active(&mut d), "active");
+    assert_eq!(d.value(&format!("systemctl is-enabled {UNIT}")), "enabled");
+    let status_text = unit_property(&mut d, "StatusText");
+    assert!(
+        status_text.contains("ranges") && status_text.contains("reloads"),
+        "StatusText carries the daemon's summary: {status_text:?}"
+    );
+    checked(
+        &d,
+        format!("{UNIT} active and enabled under systemd; StatusText: {status_text}"),
+    );
+    let state = d.value(&format!("busctl get-property {BUS_ARGS} State"));
+    assert!(
+        state.starts_with("s \""),
+        "busctl get-property State: {state}"
+    );
+    checked(&d, format!("busctl get-property … State as root: {state}"));
+    let (status, refused) = d.sh(
+        &format!("runuser -u {user} -- busctl call {BUS_ARGS} Reload"),
+        secs(60),
+    );
+    assert_ne!(status, 0, "Reload by {user} must be refused: {refused:?}");
+    assert!(
+        refused.iter().any(|l| l.contains("Access denied")),
+        "the refusal says Access denied: {refused:?}"
+    );
+    checked(
+        &d,
+        format!(
+            "busctl call … Reload as {user} refused: {}",
+            refused.join(" ")
+        ),
+    );
+    let status_lines = d.sh_ok(
+        &format!("runuser -u {user} -- kdump-hotplugd status"),
+        secs(60),
+    );
+    assert!(
+        status_lines.iter().any(|l| l.contains("idle")),
+        "kdump-hotplugd status as {user}: {status_lines:?}"
+    );
+    checked(&d, format!("`kdump-hotplugd status` works as {user}"));
+    check_plan_names_kdump_tools(&mut d);
+    check_rule_masked(&mut d, true);
+    let kdump_tools = kdump_tools_cmdline(&mut d);
+    start_watchers(&mut d);
+    let before = daemon_status(&mut d);
+    let usage0 = daemon_usage(&mut d);
+    let (runs0, failures0) = distro_rule_runs(&mut d);
+    let burst = plug(&mut d, 4 * GIB);
+    let events = uevents(&mut d, burst.requested_at);
+    let processed = events.iter().filter(|e| e.from_udev).count() as u64;
+    let after = wait_daemon_settled(&mut d, &before, processed);
+    let usage1 = daemon_usage(&mut d);
+    let iomem = read_iomem(&mut d);
+    burst_figures(&mut d, &mut figures, &burst);
+    stop_poller(&mut d);
+    let (runs, failures) = distro_rule_runs(&mut d);
+    figures.add("rule_runs", runs - runs0);
+    figures.add("rule_failures", failures - failures0);
+    daemon_figures(&mut figures, &before, &after, usage0, usage1);
+    println!("[{}] daemon: {}", d.name, after.s("Summary"));
+    // A wrong reload count is reported at the end, after the dump has been judged too.
+    let mut failures = Vec::new();
+    let reloads = after.u("Reloads") - before.u("Reloads");
+    if reloads == 1 {
+        checked(
+            &d,
+            format!("one reload for the burst of {processed} processed uevents"),
+        );
+    } else {
+        failures.push(format!(
+            "{reloads} reloads for one burst of {processed} processed uevents (expected exactly 1): {}; last decision: {}",
+            after.s("Summary"),
+            after.s("LastDecision")
+        ));
+    }
+    assert_eq!(
+        after.u("ReloadsFailed"),
+        before.u("ReloadsFailed"),
+        "no failed reload"
+    );
+    assert_eq!(after.u("EventsLost"), 0, "no uevent lost");
+    assert_eq!(is_active(&mut d), "active");
+    let crash = crash(&mut d);
+    coverage_figure(&mut figures, &iomem, &crash);
+    figures.add("crash_cmdline", format!("\"{}\"", crash.cmdline));
+    figures.print(&d);
+    assert_dump_complete(&d, &iomem, &crash.dump);
+    check_crash_cmdline_is_kdump_tools(&d, &crash.cmdline, &kdump_tools, true);
+    assert!(failures.is_empty(), "[daemon-6.1] {}", failures.join("\n"));
+}
+
+/// Debian's 6.12 kernel updates the crash header itself (`crash_hotplug`), but only for a crash kernel loaded with
+/// kexec_file_load, or with kexec_load and KEXEC_UPDATE_ELFCOREHDR (kernel/kexec.c, `hotplug_support`), which
+/// bookworm's kexec-tools 2.0.25 never passes. So the first burst depends on how kdump-tools loaded it: the daemon
+/// must reload when `crash_hotplug` reads 0 and skip when it reads 1. After that burst it reads 1 either way, and a
+/// second burst must be skipped.
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn daemon_6_12() {
+    let mut d = Distro::boot("daemon-6.12", "6.12");
+    let mut figures = Figures::default();
+    assert_eq!(is_active(&mut d), "active");
+    let at_boot = d.value("cat /sys/devices/system/memory/crash_hotplug");
+    let record = d.value("cat /var/crash/kexec_cmd");
+    checked(
+        &d,
+        format!(
+            "crash_hotplug reads {at_boot} with the crash kernel kdump-tools loaded (`{record}`)"
+        ),
+    );
+    figures.add("crash_hotplug_at_boot", &at_boot);
+    check_rule_masked(&mut d, true);
+    start_watchers(&mut d);
+    let before = daemon_status(&mut d);
+    let usage0 = daemon_usage(&mut d);
+    let (runs0, failures0) = distro_rule_runs(&mut d);
+    let first = plug(&mut d, 2 * GIB);
+    let events = uevents(&mut d, first.requested_at);
+    let processed = events.iter().filter(|e| e.from_udev).count() as u64;
+    let middle = wait_daemon_settled(&mut d, &before, processed);
+    println!(
+        "[{}] daemon after the first burst: {}",
+        d.name,
+        middle.s("Summary")
+    );
+    let first_reloads = middle.u("Reloads") - before.u("Reloads");
+    if at_boot == "1" {
+        assert_eq!(
+            first_reloads, 0,
+            "crash_hotplug read 1: no reload: {:?}",
+            middle.values
+        );
+        checked(
+            &d,
+            "first burst skipped: the kernel updates kdump-tools' header itself",
+        );
+    } else {
+        assert_eq!(
+            first_reloads, 1,
+            "crash_hotplug read 0: exactly one reload: {:?}",
+            middle.values
+        );
+        checked(
+            &d,
+            "first burst: one reload (kdump-tools' kexec_load image is not updated in place), through kexec_file_load",
+        );
+    }
+    figures.add("first_burst_reloads", first_reloads);
+    assert_eq!(
+        d.value("cat /sys/devices/system/memory/crash_hotplug"),
+        "1",
+        "after the first burst the loaded crash kernel is updated by the kernel"
+    );
+    checked(&d, "/sys/devices/system/memory/crash_hotplug reads 1");
+    let second = plug(&mut d, 4 * GIB);
+    let events = uevents(&mut d, second.requested_at);
+    let processed = events.iter().filter(|e| e.from_udev).count() as u64;
+    let after = wait_daemon_settled(&mut d, &middle, processed);
+    let usage1 = daemon_usage(&mut d);
+    let iomem = read_iomem(&mut d);
+    burst_figures(&mut d, &mut figures, &second);
+    stop_poller(&mut d);
+    let (runs, failures) = distro_rule_runs(&mut d);
+    figures.add("rule_runs", runs - runs0);
+    figures.add("rule_failures", failures - failures0);
+    daemon_figures(&mut figures, &middle, &after, usage0, usage1);
+    println!("[{}] daemon: {}", d.name, after.s("Summary"));
+    assert_eq!(
+        after.u("Reloads"),
+        middle.u("Reloads"),
+        "no reload: {:?}",
+        after.values
+    );
+    assert!(
+        after.u("ReloadsSkipped") > middle.u("ReloadsSkipped"),
+        "the burst was decided and skipped: {:?}",
+        after.values
+    );
+    checked(
+        &d,
+        "the daemon skipped the second burst: the kernel keeps the header current",
+    );
+    let crash = crash(&mut d);
+    coverage_figure(&mut figures, &iomem, &crash);
+    figures.print(&d);
+    assert_dump_complete(&d, &iomem, &crash.dump);
+}
+
+/// SIGKILL in the middle of a burst, systemd's restart, `systemctl stop`, and a second instance by hand.
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn faults() {
+    let mut d = Distro::boot("faults", "6.1");
+    let mut figures = Figures::default();
+    let mut failures: Vec<String> = Vec::new();
+    assert_eq!(is_active(&mut d), "active");
+    let restarts0: u64 = unit_property(&mut d, "NRestarts").parse().unwrap();
+    start_watchers(&mut d);
+    let before = daemon_status(&mut d);
+    let pid0 = daemon_usage(&mut d).pid;
+    let request = request_plug(&mut d, 4 * GIB);
+    // The middle of the burst: the daemon has heard some of it.
+    let deadline = std::time::Instant::now() + secs(240);
+    let heard = loop {
+        let now = daemon_status(&mut d);
+        if now.u("EventsSeen") > before.u("EventsSeen") {
+            break now.u("EventsSeen") - before.u("EventsSeen");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon heard no uevent of the burst"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    d.sh_ok(&format!("systemctl kill -s KILL {UNIT}"), secs(60));
+    let online_at_kill = d.value("cat /sys/devices/system/memory/memory*/state | grep -cx online");
+    checked(
+        &d,
+        format!("SIGKILL after the daemon heard {heard} uevents ({online_at_kill} blocks online)"),
+    );
+    check_rule_masked(&mut d, false);
+    // systemd restarts it (Restart=on-failure, RestartSec=5s).
+    d.sh_ok(
+        &format!(
+            "for i in $(seq 600); do [ \"$(systemctl show -p NRestarts --value {UNIT})\" -gt {restarts0} ] && \
+             systemctl is-active -q {UNIT} && exit 0; sleep 0.2; done; exit 1"
+        ),
+        secs(180),
+    );
+    let restarts: u64 = unit_property(&mut d, "NRestarts").parse().unwrap();
+    let usage_restarted = daemon_usage(&mut d);
+    assert_ne!(usage_restarted.pid, pid0, "a new process");
+    checked(
+        &d,
+        format!(
+            "systemd restarted the daemon (NRestarts {restarts0} -> {restarts}, pid {pid0} -> {})",
+            usage_restarted.pid
+        ),
+    );
+    check_rule_masked(&mut d, true);
+    let restarted = daemon_status(&mut d);
+    let burst = finish_plug(&mut d, &request);
+    let events = uevents(&mut d, request.requested_at);
+    let processed_after_restart = events.iter().filter(|e| e.from_udev).count() as u64;
+    let settled = {
+        // Every event the new instance can still hear is counted once it is idle; it must have decided once.
+        let deadline = std::time::Instant::now() + secs(300);
+        loop {
+            let now = daemon_status(&mut d);
+            if now.s("State") == "idle" && now.decided() > restarted.decided() {
+                break now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[faults] the restarted daemon never decided about the rest of the burst: {:?} (it heard {} uevents; {} \
+                 processed in the whole burst)",
+                now.values,
+                now.u("EventsSeen") - restarted.u("EventsSeen"),
+                processed_after_restart
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+    println!("[faults] restarted daemon: {}", settled.s("Summary"));
+    let reloads = settled.u("Reloads") - restarted.u("Reloads");
+    if reloads != 1 {
+        failures.push(format!(
+            "the restarted daemon reloaded {reloads} times after the burst (expected 1): {}",
+            settled.s("Summary")
+        ));
+    } else {
+        checked(
+            &d,
+            format!(
+                "the restarted daemon reloaded once after the burst (heard {} uevents)",
+                settled.u("EventsSeen") - restarted.u("EventsSeen")
+            ),
+        );
+    }
+    let iomem = read_iomem(&mut d);
+    burst_figures(&mut d, &mut figures, &burst);
+    stop_poller(&mut d);
+    figures.add("restarts", restarts - restarts0);
+    figures.add("reloads_after_restart", reloads);
+    // A second instance by hand must refuse to run (issue 12: one instance per host).
+    let (status, lines) = d.sh("timeout 30 kdump-hotplugd run; echo \"exit=$?\"", secs(90));
+    let exit = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("exit="))
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(-1);
+    let _ = status;
+    if exit == 0 || exit == 124 || exit == 143 {
+        failures.push(format!(
+            "a second `kdump-hotplugd run` beside the service did not refuse to run (exit {exit}; {}): {}",
+            if exit == 124 { "still running after 30 s, stopped by timeout" } else { "ran" },
+            lines.iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join(" | ")
+        ));
+    } else {
+        checked(
+            &d,
+            format!(
+                "a second instance refuses to run (exit {exit}): {}",
+                lines.join(" | ")
+            ),
+        );
+    }
+    // systemctl stop: the unit stops cleanly, the mask is gone.
+    d.sh_ok(&format!("systemctl stop {UNIT}"), secs(120));
+    assert_eq!(is_active(&mut d), "inactive");
+    assert_eq!(unit_property(&mut d, "Result"), "success");
+    checked(&d, "systemctl stop: inactive, Result=success");
+    check_rule_masked(&mut d, false);
+    let crash = crash(&mut d);
+    coverage_figure(&mut figures, &iomem, &crash);
+    figures.print(&d);
+    if let Some(problem) = coverage_problem(&iomem, &crash.dump) {
+        failures.push(format!("after SIGKILL and restart: {problem}"));
+    } else {
+        assert_dump_complete(&d, &iomem, &crash.dump);
+    }
+    assert!(
+        failures.is_empty(),
+        "[faults] {} check(s) failed:\n- {}",
+        failures.len(),
+        failures.join("\n- ")
+    );
+}
+
+/// apt-get remove, purge, dpkg -i again in the guest; lintian on the host.
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn package_lifecycle() {
+    let image = image();
+    let lintian = std::process::Command::new("lintian")
+        .args(["--info", "--display-info"])
+        .arg(&image.deb)
+        .output()
+        .expect("run lintian (tests/distro/setup.sh host installs it)");
+    let report = String::from_utf8_lossy(&lintian.stdout).into_owned()
+        + &String::from_utf8_lossy(&lintian.stderr);
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    println!("lintian {}:\n{report}", image.deb.display());
+    assert!(
+        problems.is_empty(),
+        "lintian errors or warnings:\n{}",
+        problems.join("\n")
+    );
+    println!("[package] checked: lintian reports no error or warning");
+
+    let mut d = Distro::boot("package", "6.1");
+    assert_eq!(is_active(&mut d), "active");
+    let files = d.sh_ok("dpkg-query -L kdump-hotplugd", secs(60));
+    let files: Vec<String> = files
+        .into_iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.starts_with('/'))
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("/kdump-hotplugd.service")),
+        "the package ships the unit: {files:?}"
+    );
+    d.sh_ok(
+        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -q kdump-hotplugd",
+        secs(300),
+    );
+    assert_eq!(
+        d.value("dpkg-query -W -f='${Status}' kdump-hotplugd"),
+        "deinstall ok config-files"
+    );
+    assert_eq!(is_active(&mut d), "inactive");
+    let (status, _) = d.sh(&format!("systemctl cat {UNIT}"), secs(60));
+    assert_ne!(status, 0, "no unit after remove");
+    assert_ne!(
+        d.sh(
+            "test -e /usr/share/dbus-1/system.d/org.kdump.Hotplug1.conf",
+            secs(30)
+        )
+        .0,
+        0,
+        "no D-Bus policy after remove"
+    );
+    assert_eq!(
+        d.sh("test -f /etc/kdump-hotplugd/config.toml", secs(30)).0,
+        0,
+        "remove keeps the conffile"
+    );
+    let owner = d
+        .sh(&format!("busctl status {}", "org.kdump.Hotplug1"), secs(60))
+        .0;
+    assert_ne!(owner, 0, "nobody owns org.kdump.Hotplug1 after remove");
+    check_rule_masked(&mut d, false);
+    println!("[package] checked: apt-get remove: unit stopped and gone, D-Bus policy gone, bus name free, conffile kept");
+    d.sh_ok(
+        "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q kdump-hotplugd",
+        secs(300),
+    );
+    let (status, _) = d.sh("dpkg-query -W -f='${Status}' kdump-hotplugd", secs(60));
+    let state = d.value("dpkg-query -W -f='${db:Status-Abbrev}' kdump-hotplugd 2>/dev/null ; true");
+    assert!(
+        status != 0 || state.is_empty() || state.starts_with("un"),
+        "purged: {state:?}"
+    );
+    // Every file the package shipped is gone, except folders other packages share.
+    let leftover = d.sh_ok(
+        &format!(
+            "for f in {}; do [ -e \"$f\" ] && [ ! -d \"$f\" ] && echo \"left: $f\"; done; \
+             for f in /etc/kdump-hotplugd /run/kdump-hotplugd /usr/share/doc/kdump-hotplugd /var/lib/kdump-hotplugd \
+             /etc/systemd/system/multi-user.target.wants/kdump-hotplugd.service {RULE_MASK}; do \
+             [ -e \"$f\" ] && echo \"left: $f\"; done; \
+             ls /var/lib/systemd/deb-systemd-helper-enabled/ /var/lib/systemd/deb-systemd-helper-masked/ 2>/dev/null \
+             | grep kdump-hotplugd | sed 's/^/left: helper state /'; true",
+            files.iter().filter(|f| !f.contains(' ')).cloned().collect::<Vec<_>>().join(" ")
+        ),
+        secs(120),
+    );
+    let leftover: Vec<&String> = leftover.iter().filter(|l| l.starts_with("left:")).collect();
+    assert!(leftover.is_empty(), "purge left files behind: {leftover:?}");
+    println!("[package] checked: apt-get purge: none of the {} shipped files, no /etc/kdump-hotplugd, no enablement state left", files.len());
+    d.sh_ok("dpkg -i /root/kdump-hotplugd.deb", secs(300));
+    d.sh_ok(
+        &format!("for i in $(seq 300); do systemctl is-active -q {UNIT} && exit 0; sleep 0.2; done; exit 1"),
+        secs(120),
+    );
+    assert_eq!(d.value(&format!("systemctl is-enabled {UNIT}")), "enabled");
+    let state = d.value(&format!("busctl get-property {BUS_ARGS} State"));
+    assert!(
+        state.starts_with("s \""),
+        "the reinstalled daemon serves the bus: {state}"
+    );
+    check_rule_masked(&mut d, true);
+    println!(
+        "[package] checked: dpkg -i again: enabled, active, serving org.kdump.Hotplug1 ({state})"
+    );
+}
