@@ -211,7 +211,12 @@ pub fn crash_kernel_setup(settings: &Settings, sysroot: &Sysroot) -> CrashKernel
     let (inputs, plan) = plan_inputs::read_and_plan(sysroot.root());
     let kernel = kexec::kernel_plan(&plan, &settings.loader, sysroot);
     let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
+    // Kernel and command line set in `[loader]`: the administrator chose the crash kernel, not the plan.
+    let configured = settings.loader.kernel.is_some() && settings.loader.cmdline.is_some();
     let verdict = match (&plan.verdict, &kernel) {
+        (_, Ok(_)) if configured => loader_choice::PlanVerdict::Load {
+            requires_file_load: false,
+        },
         (plan::Verdict::Delegate { command, .. }, _) => loader_choice::PlanVerdict::Delegate {
             command: command.clone(),
         },
@@ -255,7 +260,10 @@ pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
     let build = |choice: &loader_choice::Choice| -> Arc<dyn Loader> {
         let name = choice.name();
         // A plan with nothing to load says why first: every loader would fail for that reason.
-        if setup.plan.verdict == plan::Verdict::Refuse {
+        if setup.plan.verdict == plan::Verdict::Refuse
+            && setup.kernel.is_err()
+            && !matches!(choice, loader_choice::Choice::Delegate { .. })
+        {
             return unavailable(&name, refusal(&setup.plan));
         }
         let kernel = match (&setup.kernel, choice) {

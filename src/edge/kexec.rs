@@ -80,12 +80,51 @@ fn inside(sysroot: &Sysroot, path: &str) -> Option<PathBuf> {
     crate::host::plan_inputs::resolve(sysroot.root(), path)
 }
 
+/// The plan the `[loader]` keys alone describe (kernel and command line set; initrd optional).
+fn configured_only(settings: &LoaderSettings, sysroot: &Sysroot) -> Result<KernelPlan, PlanError> {
+    let kernel = settings.kernel.clone().expect("checked by the caller");
+    let host = sysroot.path(&kernel.to_string_lossy());
+    if !host.exists() {
+        return Err(PlanError::KernelMissing(kernel));
+    }
+    let initrd = match &settings.initrd {
+        Some(path) => {
+            let host = sysroot.path(&path.to_string_lossy());
+            if !host.exists() {
+                return Err(PlanError::InitrdMissing(path.clone()));
+            }
+            Some(host)
+        }
+        None => None,
+    };
+    Ok(KernelPlan {
+        kernel: host,
+        initrd,
+        cmdline: settings.cmdline.clone().expect("checked by the caller"),
+        options: Vec::new(),
+        origin: PlanOrigin {
+            kernel: "config: loader.kernel".to_owned(),
+            initrd: if settings.initrd.is_some() {
+                "config: loader.initrd".to_owned()
+            } else {
+                "none".to_owned()
+            },
+            cmdline: "config: loader.cmdline".to_owned(),
+        },
+    })
+}
+
 /// The plan to load: the distro's `plan` with the `[loader]` keys set in `settings` overriding each part.
 pub fn kernel_plan(
     plan: &crate::core::plan::Plan,
     settings: &LoaderSettings,
     sysroot: &Sysroot,
 ) -> Result<KernelPlan, PlanError> {
+    // The administrator's `[loader]` keys stand on their own: with kernel and command line set, a plan that
+    // could not be derived does not matter.
+    if plan.parts.is_none() && settings.kernel.is_some() && settings.cmdline.is_some() {
+        return configured_only(settings, sysroot);
+    }
     let Some(parts) = &plan.parts else {
         let why = plan
             .findings
