@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
 use crate::core::decide;
 use crate::core::uevent_record::Watch;
-use crate::daemon::{Daemon, Loaders, Report, RunOptions};
+use crate::daemon::{Daemon, Loaders, RunOptions, Status};
 use crate::dbus::{self, BusAddress};
 use crate::edge::command::CommandLoader;
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
@@ -265,7 +265,7 @@ pub async fn run(
     sysroot: PathBuf,
     overrides: Overrides,
     bus: BusAddress,
-) -> Result<Report, ServiceError> {
+) -> Result<Status, ServiceError> {
     let root = Sysroot::new(&sysroot);
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.

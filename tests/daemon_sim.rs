@@ -28,7 +28,7 @@ fn scenario(name: &str) -> Scenario {
 #[tokio::test(start_paused = true)]
 async fn a_terabyte_of_virtio_mem_is_one_reload() {
     let outcome = simulate(scenario("virtio-mem-1t")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 16_384);
     assert_eq!(c.reloads, 1);
     assert_eq!(c.reloads_failed, 0);
@@ -71,7 +71,7 @@ async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
 #[tokio::test(start_paused = true)]
 async fn a_self_updating_kernel_needs_no_reload() {
     let outcome = simulate(scenario("self-updating")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 1024);
     assert_eq!(c.reloads, 0);
     assert_eq!(c.reloads_skipped, 1);
@@ -89,7 +89,7 @@ async fn a_self_updating_kernel_needs_no_reload() {
 #[tokio::test(start_paused = true)]
 async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
     let outcome = simulate(scenario("sparse-overflow")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.reloads, 1);
     assert!(
         c.kernel_update_failures >= 1,
@@ -108,7 +108,7 @@ async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
 #[tokio::test(start_paused = true)]
 async fn cpu_hotplug_reloads_for_each_settled_change() {
     let outcome = simulate(scenario("cpu-hotplug")).await;
-    assert_eq!(outcome.report.counters.reloads, 2);
+    assert_eq!(outcome.report.reloads, 2);
     let cpus: Vec<usize> = outcome.loads.iter().map(|l| l.cpus).collect();
     assert_eq!(cpus, vec![4, 3]);
 }
@@ -116,7 +116,7 @@ async fn cpu_hotplug_reloads_for_each_settled_change() {
 #[tokio::test(start_paused = true)]
 async fn events_during_a_slow_reload_make_exactly_one_follow_up() {
     let outcome = simulate(scenario("slow-loader")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 2 * 1024);
     assert_eq!(c.reloads, 2, "the one in flight and exactly one follow-up");
     assert!(outcome.coverage.missing().is_empty());
@@ -126,7 +126,7 @@ async fn events_during_a_slow_reload_make_exactly_one_follow_up() {
 async fn a_failing_loader_is_retried_with_backoff_and_reported() {
     let started = tokio::time::Instant::now();
     let outcome = simulate(scenario("failing-loader")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.reloads_failed, 2);
     assert_eq!(c.reloads, 1);
     assert_eq!(outcome.loads.iter().filter(|l| !l.succeeded).count(), 2);
@@ -147,7 +147,7 @@ async fn a_failing_loader_is_retried_with_backoff_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn malformed_uevents_are_counted_and_skipped() {
     let outcome = simulate(scenario("malformed")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_malformed, 5);
     assert_eq!(c.events_seen, 128);
     assert_eq!(c.reloads, 1);
@@ -193,7 +193,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     let mut status = handle.status.clone();
     // The plug comes and goes while paused: counted, not reloaded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while status.borrow().counters.events_seen < 64 {
+    while status.borrow().events_seen < 64 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "events never arrived"
@@ -202,11 +202,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     }
     // The clock is paused: this advances virtual time past every debounce deadline, instantly.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        status.borrow().counters.reloads,
-        1,
-        "no reload while paused"
-    );
+    assert_eq!(status.borrow().reloads, 1, "no reload while paused");
     assert!(status.borrow().paused);
 
     let (reply, done) = oneshot::channel();
@@ -220,10 +216,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
         .expect("send");
     done.await.expect("unpaused");
     let outcome = run.await.expect("daemon");
-    assert_eq!(
-        outcome.report.counters.reloads, 2,
-        "one reload follows the unpause"
-    );
+    assert_eq!(outcome.report.reloads, 2, "one reload follows the unpause");
     assert!(outcome.coverage.missing().is_empty());
 }
 
@@ -267,7 +260,7 @@ async fn a_bad_config_on_reload_is_reported_and_the_old_one_kept() {
     let outcome = run
         .await
         .expect("daemon keeps running until its source ends");
-    assert_eq!(outcome.report.counters.events_seen, 0);
+    assert_eq!(outcome.report.events_seen, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,8 @@
 
 mod status;
 
-pub use status::{Counters, Notice, State, Status};
+pub(crate) use status::with_status_fields;
+pub use status::{saturating_u32, FieldKind, Notice, State, Status, StatusField};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,15 +53,6 @@ impl Loaders {
 pub struct RunOptions {
     /// Exit once the event source has finished and nothing is pending (simulations).
     pub exit_when_source_finishes: bool,
-}
-
-/// What the loop did, for the final report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
-    pub counters: Counters,
-    pub range_count: u64,
-    pub last_reload_reason: String,
-    pub last_error: String,
 }
 
 /// Handles for the rest of the program: send events, watch status, hear notices (D-Bus signals).
@@ -162,8 +154,8 @@ impl Daemon {
         self
     }
 
-    /// Starts the event source and runs the loop until shutdown.
-    pub async fn run(mut self, source: Box<dyn EventSource>) -> Report {
+    /// Starts the event source and runs the loop until shutdown; returns the last status it published.
+    pub async fn run(mut self, source: Box<dyn EventSource>) -> Status {
         tracing::info!(source = %source.name(), loader = %self.loaders.configured.name(), "starting");
         let source_task = tokio::spawn(source.run(UeventSender::new(self.events_tx.clone())));
         self.start();
@@ -195,17 +187,12 @@ impl Daemon {
         source_task.abort();
         let status = self.status_tx.borrow().clone();
         tracing::info!(
-            events = status.counters.events_seen,
-            reloads = status.counters.reloads,
-            failed = status.counters.reloads_failed,
+            events = status.events_seen,
+            reloads = status.reloads,
+            failed = status.reloads_failed,
             "stopped"
         );
-        Report {
-            counters: status.counters,
-            range_count: status.range_count,
-            last_reload_reason: status.last_reload_reason,
-            last_error: status.last_error,
-        }
+        status
     }
 
     fn quiescent(&self) -> bool {
@@ -245,7 +232,7 @@ impl Daemon {
             Err(error) => self.record_snapshot_error(&error),
         }
         self.publish(|_| {});
-        let summary = self.status_tx.borrow().summary();
+        let summary = self.status_tx.borrow().summary.clone();
         self.ready = true;
         self.notifier
             .notify(Notification::Ready { status: summary });
@@ -262,7 +249,7 @@ impl Daemon {
                     "kernel reports its crash header update failed"
                 );
                 self.triggers.kernel_update_failed = Some(finding.line().to_owned());
-                self.publish(|s| s.counters.kernel_update_failures += 1);
+                self.publish(|s| s.kernel_update_failures += 1);
                 if self.paused {
                     self.missed_while_paused = true;
                 } else {
@@ -301,11 +288,11 @@ impl Daemon {
         }
         let coalesced = self.debouncer.coalesced() - coalesced_before;
         self.publish(|s| {
-            s.counters.events_seen += count;
-            s.counters.events_malformed += batch.malformed;
-            s.counters.events_lost += batch.lost;
-            s.counters.events_coalesced += coalesced;
-            s.counters.uevent_batches += 1;
+            s.events_seen += count;
+            s.events_malformed += batch.malformed;
+            s.events_lost += batch.lost;
+            s.events_coalesced += coalesced;
+            s.uevent_batches += 1;
         });
     }
 
@@ -379,7 +366,7 @@ impl Daemon {
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
                 let text = format!("skipped: {reason}");
                 self.publish(|s| {
-                    s.counters.reloads_skipped += 1;
+                    s.reloads_skipped += 1;
                     s.last_decision = text.clone();
                 });
                 self.answer_waiters(&text);
@@ -421,7 +408,7 @@ impl Daemon {
             tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
             self.debouncer
                 .on_reload_finished(now, ReloadOutcome::Succeeded);
-            self.publish(|s| s.counters.reloads_skipped += 1);
+            self.publish(|s| s.reloads_skipped += 1);
             self.answer_waiters(&format!("dry run: would reload: {reason}"));
             return;
         }
@@ -468,7 +455,7 @@ impl Daemon {
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
                 self.publish(|s| {
-                    s.counters.reloads += 1;
+                    s.reloads += 1;
                     s.last_reload_usec = realtime_usec();
                     s.last_reload_duration_usec = duration_usec;
                     s.last_reload_reason = request.reason.clone();
@@ -509,7 +496,7 @@ impl Daemon {
                     .on_reload_finished(now, ReloadOutcome::Failed { retry: error.retry });
                 let message = error.message.clone();
                 self.publish(|s| {
-                    s.counters.reloads_failed += 1;
+                    s.reloads_failed += 1;
                     s.last_error = format!("reload failed: {message}");
                     s.last_reload_duration_usec = duration_usec;
                 });
@@ -562,7 +549,7 @@ impl Daemon {
                 Err(error.to_string())
             }
         };
-        let summary = self.status_tx.borrow().summary();
+        let summary = self.status_tx.borrow().summary.clone();
         self.notifier
             .notify(Notification::Reloaded { status: summary });
         if let Some(reply) = reply {
@@ -583,9 +570,13 @@ impl Daemon {
             s.crash_kernel_loaded = snapshot.crash.loaded;
             s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
             s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;
-            s.range_count = snapshot.ranges.len() as u64;
-            s.kernel_range_capacity = if capacity_known { capacity.ranges } else { 0 };
-            s.configured_range_capacity = capacity.ranges;
+            s.range_count = saturating_u32(snapshot.ranges.len());
+            s.kernel_range_capacity = if capacity_known {
+                saturating_u32(capacity.ranges)
+            } else {
+                0
+            };
+            s.configured_range_capacity = saturating_u32(capacity.ranges);
             s.ranges = Arc::new(snapshot.ranges.clone());
             s.cpus = snapshot.present_cpus.to_string();
             s.addresses_hidden = snapshot.addresses_hidden;
@@ -612,11 +603,12 @@ impl Daemon {
             change(status);
             status.state = State::from_phase(phase, !status.last_error.is_empty());
             status.paused = paused;
+            status.summary = status.summary_line();
             status_changed = status.state != before.state || status.last_error != before.last_error;
             *status != before
         });
         if status_changed && self.ready {
-            let summary = self.status_tx.borrow().summary();
+            let summary = self.status_tx.borrow().summary.clone();
             self.notifier.notify(Notification::Status(summary));
         }
     }

@@ -8,8 +8,8 @@
 mod client;
 mod object;
 
-pub use client::{Client, Hotplug1Proxy, StatusError};
-pub use object::{properties, Hotplug1};
+pub use client::{Client, ClientError, Hotplug1Proxy};
+pub use object::Hotplug1;
 
 use crate::daemon::DaemonHandle;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::core::decide::LoaderChoice;
 use crate::core::model::MemRange;
-use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, Report, RunOptions};
+use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, RunOptions, Status};
 use crate::edge::{BoxFuture, EventSource, Notification};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
@@ -16,7 +16,8 @@ use crate::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, Simulate
 #[derive(Debug)]
 pub struct SimulationOutcome {
     pub scenario: Scenario,
-    pub report: Report,
+    /// The last status the daemon published before it stopped.
+    pub report: Status,
     pub coverage: DumpCoverage,
     pub new_ranges: Vec<MemRange>,
     pub loads: Vec<LoadRecord>,
