@@ -4,7 +4,7 @@
 mod status;
 
 pub(crate) use status::with_status_fields;
-pub use status::{saturating_u32, FieldKind, Notice, State, Status, StatusField};
+pub use status::{saturating_u32, BusSignal, FieldKind, State, Status, StatusField};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,12 +55,12 @@ pub struct RunOptions {
     pub exit_when_source_finishes: bool,
 }
 
-/// Handles for the rest of the program: send events, watch status, hear notices (D-Bus signals).
+/// Handles for the rest of the program: send events, watch status, hear what becomes a D-Bus signal.
 #[derive(Clone)]
 pub struct DaemonHandle {
     pub events: mpsc::Sender<Event>,
     pub status: watch::Receiver<Status>,
-    pub notices: broadcast::Sender<Notice>,
+    pub bus_signals: broadcast::Sender<BusSignal>,
 }
 
 pub struct Daemon {
@@ -75,7 +75,7 @@ pub struct Daemon {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     status_tx: watch::Sender<Status>,
-    notices: broadcast::Sender<Notice>,
+    bus_signals: broadcast::Sender<BusSignal>,
     /// What the loaded crash kernel's header holds, as far as the daemon knows.
     loaded: Option<LoadedHeader>,
     last_snapshot: Option<HostSnapshot>,
@@ -116,11 +116,11 @@ impl Daemon {
             ..Status::default()
         };
         let (status_tx, status_rx) = watch::channel(status);
-        let (notices, _) = broadcast::channel(64);
+        let (bus_signals, _) = broadcast::channel(64);
         let handle = DaemonHandle {
             events: events_tx.clone(),
             status: status_rx,
-            notices: notices.clone(),
+            bus_signals: bus_signals.clone(),
         };
         let daemon = Daemon {
             debouncer: Debouncer::new(settings.debounce.clone()),
@@ -134,7 +134,7 @@ impl Daemon {
             events_tx,
             events_rx,
             status_tx,
-            notices,
+            bus_signals,
             loaded: None,
             last_snapshot: None,
             ready: false,
@@ -352,8 +352,8 @@ impl Daemon {
         self.absorb_snapshot(snapshot.clone());
         if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
             let _ = self
-                .notices
-                .send(Notice::KernelBufferTooSmall { needed, capacity });
+                .bus_signals
+                .send(BusSignal::KernelBufferTooSmall { needed, capacity });
         }
         self.debouncer.on_reload_started(now);
         match assessment.decision.clone() {
@@ -467,7 +467,7 @@ impl Daemon {
                         s.kernel_updates_cpu = false;
                     }
                 });
-                let _ = self.notices.send(Notice::ReloadFinished {
+                let _ = self.bus_signals.send(BusSignal::ReloadFinished {
                     success: true,
                     reason: request.reason.clone(),
                     duration_usec,
@@ -500,7 +500,7 @@ impl Daemon {
                     s.last_error = format!("reload failed: {message}");
                     s.last_reload_duration_usec = duration_usec;
                 });
-                let _ = self.notices.send(Notice::ReloadFinished {
+                let _ = self.bus_signals.send(BusSignal::ReloadFinished {
                     success: false,
                     reason: format!("{}: {}", request.reason, error.message),
                     duration_usec,

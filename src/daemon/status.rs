@@ -288,9 +288,10 @@ impl Status {
     }
 }
 
-/// Things that happened, for D-Bus signals.
+/// What the owner loop announces, for the D-Bus signals of the same names (the service manager hears
+/// [`Notification`](crate::messages::Notification)s instead).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Notice {
+pub enum BusSignal {
     ReloadFinished {
         success: bool,
         reason: String,

@@ -91,13 +91,13 @@ impl Client {
         call_error(&self.bus, cause)
     }
 
-    /// `GetStatus()`, rendered: a summary, or every field as JSON.
+    /// `GetStatus()`, rendered: a few lines for a person, or every field as JSON.
     pub async fn status(&self, json: bool) -> Result<String, ClientError> {
         let status = self.proxy.get_status().await.map_err(|e| self.failed(e))?;
         if json {
             return Ok(serde_json::to_string_pretty(&status.to_json()).unwrap_or_default() + "\n");
         }
-        Ok(summary(&status, SystemTime::now()))
+        Ok(status_text(&status, SystemTime::now()))
     }
 
     /// `Reload()`: the outcome, once the reload (queued behind any in flight) has ended.
@@ -136,7 +136,8 @@ fn yes_no(value: bool) -> &'static str {
     }
 }
 
-fn summary(s: &Status, now: SystemTime) -> String {
+/// What `kdump-hotplugd status` prints: several lines, unlike the one-line [`Status::summary`].
+fn status_text(s: &Status, now: SystemTime) -> String {
     let mut out = String::new();
     let paused = if s.paused { " (paused)" } else { "" };
     let _ = writeln!(
@@ -232,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_names_state_ranges_capacity_and_the_last_error() {
+    fn the_status_text_names_state_ranges_capacity_and_the_last_error() {
         let status = Status {
             state: crate::daemon::State::Error,
             version: "9.9".into(),
@@ -248,7 +249,7 @@ mod tests {
             ..Status::default()
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_795_591_855);
-        let text = summary(&status, now);
+        let text = status_text(&status, now);
         assert!(text.starts_with("kdump-hotplugd 9.9: error\n"), "{text}");
         assert!(text.contains("crash kernel:  loaded;"), "{text}");
         assert!(

@@ -1,5 +1,5 @@
 //! The `org.kdump.Hotplug1` object: properties read the published [`Status`], methods send requests into the
-//! owner loop, signals come from its [`Notice`]s.
+//! owner loop, signals come from its [`BusSignal`]s.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::Value;
 use zbus::{fdo, interface, Connection};
 
-use crate::daemon::{saturating_u32, DaemonHandle, Event, Notice, Request, Status};
+use crate::daemon::{saturating_u32, BusSignal, DaemonHandle, Event, Request, Status};
 
 /// The object served at [`super::OBJECT_PATH`].
 pub struct Hotplug1 {
@@ -221,14 +221,14 @@ pub(super) async fn publish_property_changes(
     }
 }
 
-/// Turns the loop's notices into signals until the daemon goes away.
-pub(super) async fn publish_notices(
+/// Emits the loop's [`BusSignal`]s until the daemon goes away.
+pub(super) async fn publish_signals(
     emitter: SignalEmitter<'static>,
-    mut notices: broadcast::Receiver<Notice>,
+    mut bus_signals: broadcast::Receiver<BusSignal>,
 ) {
     loop {
-        let result = match notices.recv().await {
-            Ok(Notice::ReloadFinished {
+        let result = match bus_signals.recv().await {
+            Ok(BusSignal::ReloadFinished {
                 success,
                 reason,
                 duration_usec,
@@ -236,7 +236,7 @@ pub(super) async fn publish_notices(
             }) => {
                 Hotplug1::reload_finished(&emitter, success, &reason, duration_usec, ranges).await
             }
-            Ok(Notice::KernelBufferTooSmall { needed, capacity }) => {
+            Ok(BusSignal::KernelBufferTooSmall { needed, capacity }) => {
                 Hotplug1::kernel_buffer_too_small(
                     &emitter,
                     saturating_u32(needed),
@@ -276,11 +276,11 @@ mod tests {
     fn object() -> Hotplug1 {
         let (events, _) = tokio::sync::mpsc::channel(1);
         let (_, status) = watch::channel(Status::default());
-        let (notices, _) = broadcast::channel(1);
+        let (bus_signals, _) = broadcast::channel(1);
         Hotplug1::new(DaemonHandle {
             events,
             status,
-            notices,
+            bus_signals,
         })
     }
 
@@ -434,11 +434,11 @@ mod tests {
             ..every_field_changed()
         };
         let (_, receiver) = watch::channel(status.clone());
-        let (notices, _) = broadcast::channel(1);
+        let (bus_signals, _) = broadcast::channel(1);
         let object = Hotplug1::new(DaemonHandle {
             events,
             status: receiver,
-            notices,
+            bus_signals,
         });
         let returned = object.get_status();
         assert!(returned.ranges.is_empty());
