@@ -4,7 +4,8 @@
 //! `tests/module_graph.rs` checks this):
 //!
 //! - [`core`]: pure policy. Plain values in, plain values out: parsers, crash ranges, the debouncer, the
-//!   decision, uevent and kmsg record classification. No I/O, no tokio, no tracing, no config types.
+//!   decision, the watchdog's health check, uevent and kmsg record classification. No I/O, no tokio, no
+//!   tracing, no config types.
 //! - [`config`]: TOML fragments → merged inputs → validated settings, with file:line:key errors.
 //! - [`host`]: the readers of the host's files (`/proc`, `/sys`, `/etc`), all rooted by `--sysroot`.
 //! - [`messages`]: what crosses into the owner loop, and the narrow senders each producer gets.

@@ -3,7 +3,6 @@
 //! signals. This module is a leaf: the daemon and the edges both import it, neither imports the other's types.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,16 +20,15 @@ pub enum Event {
     KernelLog(KernelFinding),
     /// The debouncer's deadline passed: time to decide.
     DebounceDeadline,
-    /// A reload started by the loop ended.
-    ReloadFinished(ReloadFinished),
     /// SIGHUP or D-Bus `ReloadConfig()`.
     ConfigReload {
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// A request from the D-Bus or CLI side.
     Request(Request),
-    /// The event source has nothing more to send (simulations end this way).
-    SourceFinished,
+    /// The event source can send nothing more, and why (simulations end this way on purpose; on a real host
+    /// the daemon would be blind).
+    SourceFinished(SourceEnd),
     /// SIGTERM/SIGINT.
     Shutdown,
 }
@@ -46,11 +44,22 @@ pub enum Request {
     },
 }
 
-#[derive(Debug)]
-pub struct ReloadFinished {
-    pub result: Result<LoadReport, LoadError>,
-    pub request: LoadRequest,
-    pub duration: Duration,
+/// Why an event source stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// It had nothing more to deliver (a simulated scenario played to its end).
+    EndOfStream,
+    /// Its socket failed; the text says how.
+    Failed(String),
+}
+
+impl std::fmt::Display for SourceEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceEnd::EndOfStream => f.write_str("end of stream"),
+            SourceEnd::Failed(error) => write!(f, "failed: {error}"),
+        }
+    }
 }
 
 /// What to load: the header the crash kernel must get.
@@ -115,9 +124,20 @@ impl UeventSender {
             .map_err(|_| LoopStopped)
     }
 
-    /// The source can deliver nothing more.
+    /// The source has delivered everything it had.
     pub async fn finished(&self) {
-        let _ = self.0.send(Event::SourceFinished).await;
+        let _ = self
+            .0
+            .send(Event::SourceFinished(SourceEnd::EndOfStream))
+            .await;
+    }
+
+    /// The source broke and can deliver nothing more; `error` says how.
+    pub async fn failed(&self, error: String) {
+        let _ = self
+            .0
+            .send(Event::SourceFinished(SourceEnd::Failed(error)))
+            .await;
     }
 }
 

@@ -5,18 +5,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
-use crate::core::decide;
 use crate::core::uevent_record::Watch;
+use crate::core::{decide, loader_choice, plan};
 use crate::daemon::{Daemon, Loaders, RunOptions, Status};
-use crate::dbus::{self, BusAddress};
+use crate::dbus::{self, BusAddress, ServeError};
 use crate::edge::command::CommandLoader;
+use crate::edge::instance_lock::{self, InstanceLock, LockError};
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
 use crate::edge::kmsg_reader::KernelLog;
 use crate::edge::notify::SdNotifier;
+use crate::edge::rule_mask::HostRuleFiles;
 use crate::edge::uevent_source as uevents;
 use crate::edge::{
-    signals, BoxFuture, LoadError, LoadReport, LoadRequest, Loader, Notification, Notifier,
+    signals, BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification,
+    Notifier,
 };
+use crate::host::plan_inputs;
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
 use crate::messages::{KernelLogSender, SignalSender};
@@ -57,17 +61,54 @@ impl Overrides {
     }
 }
 
+/// The exit status of a `run` refused because another instance holds the lock or the bus name: sysexits.h's
+/// EX_TEMPFAIL ("temporary failure; the user is invited to retry"), since the refusal lasts only as long as
+/// the other instance. Every other failure exits with 1 (and a usage error with 2, clap's).
+pub const EXIT_ANOTHER_INSTANCE: u8 = 75;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Bus(ServeError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Source(#[from] uevents::SourceError),
+    /// The event source ended while the daemon ran: it would be blind to hotplug.
+    #[error("{0}")]
+    SourceEnded(String),
     #[error("the owner loop ended abnormally: {0}")]
     OwnerLoop(String),
 }
+
+impl ServiceError {
+    /// The process's exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ServiceError::Lock(LockError::Held { .. })
+            | ServiceError::Bus(ServeError::NameTaken { .. }) => EXIT_ANOTHER_INSTANCE,
+            _ => 1,
+        }
+    }
+}
+
+/// Where the daemon runs: the host's files, its runtime directory and its bus.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Root for every path read (`--sysroot`).
+    pub sysroot: PathBuf,
+    /// Holds the instance lock (`--runtime-dir`); `None` = `/run/kdump-hotplugd` under the sysroot.
+    pub runtime_dir: Option<PathBuf>,
+    pub bus: BusAddress,
+}
+
+/// How long the bus may take to connect and answer RequestName before the daemon runs without it: a bus
+/// that accepts the connection but never answers must not keep the crash kernel from being kept current.
+const BUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Loads the config under `sysroot` with the overrides applied.
 pub fn settings(sysroot: &Sysroot, overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -106,56 +147,159 @@ fn unavailable(name: &str, reason: String) -> Arc<dyn Loader> {
     })
 }
 
-/// Builds the configured loader and the kexec_load fallback.
-pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
-    let plan = kexec::plan(&settings.loader, sysroot);
-    match &plan {
-        Ok(plan) => log_plan(plan),
-        Err(error) if settings.loader.kind == LoaderKind::Command => {
-            tracing::debug!(%error, "no kernel plan (the command loader does not need one)")
-        }
-        Err(error) => tracing::error!(%error, "cannot load a crash kernel"),
-    }
-    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
-    let kexec_tools = |mode: KexecToolsMode, name: &str| -> Arc<dyn Loader> {
-        match (&plan, &kexec_binary) {
-            (Ok(plan), Some(kexec_binary)) => Arc::new(KexecToolsLoader::new(
-                kexec_binary.clone(),
-                plan.clone(),
-                mode,
-                settings.loader.command_timeout,
-            )),
-            (Ok(_), None) => unavailable(
-                name,
-                format!(
-                    "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
-                    settings.loader.kexec_path.display()
-                ),
+/// The distro's plan for this host and the loader chosen for it, as `run` and `plan` report them.
+pub struct CrashKernelSetup {
+    pub plan: plan::Plan,
+    pub kernel: Result<KernelPlan, kexec::PlanError>,
+    pub decision: loader_choice::Decision,
+    pub overflow: loader_choice::Choice,
+    pub kexec_binary: Option<PathBuf>,
+}
+
+impl CrashKernelSetup {
+    /// One line for the status: which service's crash kernel, and how it is loaded.
+    pub fn summary(&self) -> String {
+        let what = match &self.kernel {
+            Ok(kernel) => format!(
+                "{}{}",
+                kernel.kernel.display(),
+                kernel
+                    .initrd
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(" + {}", i.display()))
             ),
-            (Err(error), _) => unavailable(name, error.to_string()),
-        }
+            Err(error) => error.to_string(),
+        };
+        format!(
+            "{}: {what}; loader {} ({})",
+            self.plan.service.name(),
+            self.decision.choice.name(),
+            self.decision.reason
+        )
+    }
+}
+
+fn loader_kind(kind: LoaderKind) -> loader_choice::Requested {
+    match kind {
+        LoaderKind::Auto => loader_choice::Requested::Auto,
+        LoaderKind::KexecLoad => loader_choice::Requested::KexecLoad,
+        LoaderKind::Native => loader_choice::Requested::Native,
+        LoaderKind::KexecTools => loader_choice::Requested::KexecToolsFileLoad,
+        LoaderKind::Command => loader_choice::Requested::Command,
+    }
+}
+
+/// Reads the distro's plan under `sysroot` and chooses the loader (`core::plan`, `core::loader_choice`).
+pub fn crash_kernel_setup(settings: &Settings, sysroot: &Sysroot) -> CrashKernelSetup {
+    let (inputs, plan) = plan_inputs::read_and_plan(sysroot.root());
+    let kernel = kexec::kernel_plan(&plan, &settings.loader, sysroot);
+    let kexec_binary = find_kexec(&settings.loader.kexec_path, sysroot);
+    let verdict = match (&plan.verdict, &kernel) {
+        (plan::Verdict::Delegate { command, .. }, _) => loader_choice::PlanVerdict::Delegate {
+            command: command.clone(),
+        },
+        (plan::Verdict::Refuse, _) => loader_choice::PlanVerdict::Refuse {
+            reason: format!("{}: nothing to load", plan.service.name()),
+        },
+        (plan::Verdict::Load, Err(error)) => loader_choice::PlanVerdict::Refuse {
+            reason: error.to_string(),
+        },
+        (plan::Verdict::Load, Ok(_)) => loader_choice::PlanVerdict::Load {
+            // Only a distro's own choice binds; the daemon's plan for hosts without one does not ask for a syscall.
+            requires_file_load: plan.service != plan::Service::None
+                && plan
+                    .parts
+                    .as_ref()
+                    .is_some_and(|p| p.syscall.value == plan::Syscall::KexecFileLoad),
+        },
     };
-    let configured: Arc<dyn Loader> = match settings.loader.kind {
-        LoaderKind::Native => match &plan {
-            Ok(plan) => Arc::new(NativeLoader::new(plan.clone())),
-            Err(error) => unavailable("kexec_file_load", error.to_string()),
-        },
-        LoaderKind::KexecTools => kexec_tools(KexecToolsMode::FileLoad, "kexec -s -p"),
-        LoaderKind::Command => match CommandLoader::new(
-            &settings.loader.command,
-            sysroot,
-            settings.loader.command_timeout,
-        ) {
-            Ok(loader) => Arc::new(loader),
-            Err(error) => {
-                tracing::error!(%error, "cannot load a crash kernel");
-                unavailable("command", error.to_string())
+    let facts = loader_choice::Facts {
+        requested: loader_kind(settings.loader.kind),
+        plan: verdict,
+        lockdown: inputs.lockdown.clone(),
+        kexec_tools_installed: kexec_binary.is_some(),
+        kexec_tools_version: inputs.kexec_tools_version.clone(),
+        kernel_crash_hotplug: sysroot.exists("/sys/kernel/kexec/crash_elfcorehdr_size")
+            || sysroot.exists("/sys/kernel/crash_elfcorehdr_size"),
+    };
+    CrashKernelSetup {
+        decision: loader_choice::choose(&facts),
+        overflow: loader_choice::overflow_choice(&facts),
+        plan,
+        kernel,
+        kexec_binary,
+    }
+}
+
+/// Builds the chosen loader and the kexec_load one for headers the kernel's buffer cannot hold.
+pub fn loaders(settings: &Settings, sysroot: &Sysroot) -> Loaders {
+    let setup = crash_kernel_setup(settings, sysroot);
+    log_setup(&setup);
+    let build = |choice: &loader_choice::Choice| -> Arc<dyn Loader> {
+        let name = choice.name();
+        let kernel = match (&setup.kernel, choice) {
+            (
+                _,
+                loader_choice::Choice::Delegate { .. } | loader_choice::Choice::Unavailable { .. },
+            ) => None,
+            (Ok(kernel), _) => Some(kernel.clone()),
+            (Err(error), _) => return unavailable(&name, error.to_string()),
+        };
+        let kexec_tools = |mode: KexecToolsMode, hotplug: bool| -> Arc<dyn Loader> {
+            match (&kernel, &setup.kexec_binary) {
+                (Some(kernel), Some(binary)) => Arc::new(
+                    KexecToolsLoader::new(
+                        binary.clone(),
+                        kernel.clone(),
+                        mode,
+                        settings.loader.command_timeout,
+                    )
+                    .with_hotplug(hotplug),
+                ),
+                _ => unavailable(
+                    &name,
+                    format!(
+                        "kexec-tools is not installed ({} does not exist; set loader.kexec_path)",
+                        settings.loader.kexec_path.display()
+                    ),
+                ),
             }
-        },
+        };
+        match choice {
+            loader_choice::Choice::Prepared { hotplug } => {
+                kexec_tools(KexecToolsMode::Load, *hotplug)
+            }
+            loader_choice::Choice::KexecToolsFileLoad => {
+                kexec_tools(KexecToolsMode::FileLoad, false)
+            }
+            loader_choice::Choice::Native => {
+                let kernel = kernel.expect("a kernel plan for kexec_file_load");
+                if !kernel.options.is_empty() {
+                    tracing::warn!(
+                        options = ?kernel.options,
+                        "kexec_file_load from the daemon cannot pass the plan's kexec-tools options"
+                    );
+                }
+                Arc::new(NativeLoader::new(kernel))
+            }
+            loader_choice::Choice::Delegate { .. } => match CommandLoader::new(
+                &settings.loader.command,
+                sysroot,
+                settings.loader.command_timeout,
+            ) {
+                Ok(loader) => Arc::new(loader),
+                Err(error) => {
+                    tracing::error!(%error, "cannot load a crash kernel");
+                    unavailable("command", error.to_string())
+                }
+            },
+            loader_choice::Choice::Unavailable { reason } => unavailable(&name, reason.clone()),
+        }
     };
     Loaders {
-        configured,
-        kexec_load: kexec_tools(KexecToolsMode::Load, "kexec -c -p"),
+        configured: build(&setup.decision.choice),
+        kexec_load: build(&setup.overflow),
+        description: setup.summary(),
     }
 }
 
@@ -184,15 +328,34 @@ pub fn find_kexec(configured: &std::path::Path, sysroot: &Sysroot) -> Option<Pat
         .map(|candidate| sysroot.path(candidate))
 }
 
-fn log_plan(plan: &KernelPlan) {
+fn log_setup(setup: &CrashKernelSetup) {
+    for finding in &setup.plan.findings {
+        match finding.severity {
+            plan::Severity::Error => tracing::error!("crash-kernel plan: {finding}"),
+            _ => tracing::warn!("crash-kernel plan: {finding}"),
+        }
+    }
+    match &setup.kernel {
+        Ok(kernel) => tracing::info!(
+            service = setup.plan.service.name(),
+            kernel = %kernel.kernel.display(),
+            kernel_from = %kernel.origin.kernel,
+            initrd = %kernel.initrd.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
+            initrd_from = %kernel.origin.initrd,
+            cmdline = %kernel.cmdline,
+            cmdline_from = %kernel.origin.cmdline,
+            options = ?kernel.options,
+            "crash kernel to load"
+        ),
+        Err(error) => {
+            tracing::warn!(service = setup.plan.service.name(), %error, "no crash kernel plan")
+        }
+    }
     tracing::info!(
-        kernel = %plan.kernel.display(),
-        kernel_from = plan.origin.kernel,
-        initrd = %plan.initrd.as_ref().map_or("none".to_owned(), |p| p.display().to_string()),
-        initrd_from = plan.origin.initrd,
-        cmdline = %plan.cmdline,
-        cmdline_from = plan.origin.cmdline,
-        "crash kernel to load"
+        loader = %setup.decision.choice.name(),
+        reason = %setup.decision.reason,
+        overflow_loader = %setup.overflow.name(),
+        "loader chosen"
     );
 }
 
@@ -260,13 +423,42 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
     }
 }
 
-/// Runs the daemon on this host until SIGTERM/SIGINT.
-pub async fn run(
-    sysroot: PathBuf,
+/// Opens the event source the settings name (the real one: netlink or udev).
+pub type SourceOpener =
+    Box<dyn FnOnce(&Settings, &Sysroot) -> Result<Box<dyn EventSource>, uevents::SourceError>>;
+
+/// The real event source for `settings`.
+fn open_source(
+    settings: &Settings,
+    root: &Sysroot,
+) -> Result<Box<dyn EventSource>, uevents::SourceError> {
+    let watch = Watch {
+        memory: settings.events.memory,
+        cpu: settings.events.cpu,
+    };
+    uevents::open(settings.events.source, root, watch)
+}
+
+/// Runs the daemon on this host until SIGTERM/SIGINT; fails at once when another instance runs, and later
+/// when the event source ends.
+pub async fn run(host: Host, overrides: Overrides) -> Result<Status, ServiceError> {
+    run_with(host, overrides, Box::new(open_source)).await
+}
+
+/// [`run`] with the event source opened by `open` (tests hand in one that fails).
+pub async fn run_with(
+    host: Host,
     overrides: Overrides,
-    bus: BusAddress,
+    open: SourceOpener,
 ) -> Result<Status, ServiceError> {
-    let root = Sysroot::new(&sysroot);
+    let root = Sysroot::new(&host.sysroot);
+    // First of all, before any config is read or anything loaded: one instance per host.
+    let runtime_dir = host
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| root.path(instance_lock::RUNTIME_DIR));
+    let lock = InstanceLock::acquire(&runtime_dir)?;
+    tracing::info!(lock = %lock.path().display(), "instance lock taken");
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
     let mut reader = SnapshotReader::open(root.clone())?;
@@ -279,11 +471,7 @@ pub async fn run(
             "dry run: would load with these"
         );
     }
-    let watch = Watch {
-        memory: settings.events.memory,
-        cpu: settings.events.cpu,
-    };
-    let source = uevents::open(settings.events.source, &root, watch)?;
+    let source = open(&settings, &root)?;
     let kernel_log = if settings.watch_kernel_log {
         let path = root.path("/dev/kmsg");
         match KernelLog::open(&path) {
@@ -318,31 +506,45 @@ pub async fn run(
         reader,
         loaders,
         Arc::new(notifier),
+        // The default: a source that ends stops the loop, and `run` fails below.
         RunOptions::default(),
     );
     let loader_root = root.clone();
-    let daemon = daemon.with_loader_factory(Box::new(move |settings| {
-        self::loaders(settings, &loader_root)
-    }));
+    let mut daemon = daemon
+        .with_loader_factory(Box::new(move |settings| {
+            self::loaders(settings, &loader_root)
+        }))
+        .with_rule_files(Arc::new(HostRuleFiles::new(root.clone())));
+    // The first snapshot is published before the name appears on the bus: the first reader sees it. Nothing
+    // is loaded until the loop runs, which it does only once the bus name is ours (or there is no bus).
+    daemon.prime();
+    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job; only
+    // another owner of the name stops it.
+    let connection =
+        match tokio::time::timeout(BUS_TIMEOUT, dbus::serve(handle.clone(), host.bus)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error @ ServeError::NameTaken { .. })) => return Err(ServiceError::Bus(error)),
+            Ok(Err(error)) => {
+                tracing::warn!("D-Bus not served, running without it: {error}");
+                let mut cause = std::error::Error::source(&error);
+                while let Some(inner) = cause {
+                    tracing::warn!("  caused by: {inner}");
+                    cause = inner.source();
+                }
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = BUS_TIMEOUT.as_secs(),
+                    "D-Bus not served, running without it: the bus did not answer in time"
+                );
+                None
+            }
+        };
     let signals = tokio::spawn(signals::forward(SignalSender::new(handle.events.clone())));
     let kernel_log =
         kernel_log.map(|log| tokio::spawn(log.follow(KernelLogSender::new(handle.events.clone()))));
-    // The loop takes its first snapshot before the name appears on the bus: the first reader sees it.
-    let running = tokio::spawn(daemon.run(source));
-    // Without a bus (early boot, a minimal initramfs, the bus restarting) the daemon still does its job.
-    let connection = match dbus::serve(handle.clone(), bus).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            tracing::warn!("D-Bus not served, running without it: {error}");
-            let mut cause = std::error::Error::source(&error);
-            while let Some(inner) = cause {
-                tracing::warn!("  caused by: {inner}");
-                cause = inner.source();
-            }
-            None
-        }
-    };
-    let report = running
+    let stopped = tokio::spawn(daemon.run(source))
         .await
         .map_err(|e| ServiceError::OwnerLoop(e.to_string()));
     drop(connection);
@@ -350,7 +552,12 @@ pub async fn run(
     if let Some(task) = kernel_log {
         task.abort();
     }
-    report
+    drop(lock);
+    let stopped = stopped?;
+    match stopped.source_lost {
+        Some(why) => Err(ServiceError::SourceEnded(why)),
+        None => Ok(stopped.status),
+    }
 }
 
 #[cfg(test)]

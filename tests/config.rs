@@ -122,6 +122,7 @@ source = "udev"
 [daemon]
 dry_run = true
 initial_load = "never"
+reload_timeout_ms = 45000
 "#,
     );
     let expected = Settings {
@@ -145,6 +146,8 @@ initial_load = "never"
         dry_run: true,
         initial_load: InitialLoad::Never,
         watch_kernel_log: true,
+        reload_timeout: Duration::from_millis(45000),
+        mask_distro_rule: true,
     };
     assert_eq!(root.load(), expected);
 }

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use kdump_hotplugd::config::{ConfigError, Settings};
 use kdump_hotplugd::core::decide::LoaderChoice;
-use kdump_hotplugd::daemon::{Event, Request, State};
+use kdump_hotplugd::daemon::{BusSignal, Event, Request, State, MAX_RELOAD_WAITERS};
 use kdump_hotplugd::edge::Notification;
-use kdump_hotplugd::sim::run::{Simulation, SimulationOutcome};
+use kdump_hotplugd::sim::run::{Simulation, SimulationOptions, SimulationOutcome};
 use kdump_hotplugd::sim::{LoaderBehaviour, Scenario, Step};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 fn default_config() -> Box<dyn FnMut() -> Result<Settings, ConfigError> + Send> {
     Box::new(|| Ok(Settings::default()))
@@ -60,7 +60,7 @@ async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
     let source: Box<dyn kdump_hotplugd::edge::EventSource> = Box::new(host.clone());
     let task = tokio::spawn(source.run(kdump_hotplugd::messages::UeventSender::new(tx)));
     while let Some(event) = rx.recv().await {
-        if matches!(event, Event::SourceFinished) {
+        if matches!(event, Event::SourceFinished(_)) {
             break;
         }
     }
@@ -166,6 +166,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     s.loader = LoaderBehaviour {
         delay: Duration::from_millis(100),
         failures: 0,
+        panics: 0,
     };
     let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
     let handle = simulation.handle();
@@ -279,4 +280,245 @@ async fn shutdown_stops_the_loop_cleanly() {
         outcome.notifications.last(),
         Some(Notification::Stopping)
     ));
+}
+
+/// Every bus signal sent so far.
+fn signals_heard(receiver: &mut broadcast::Receiver<BusSignal>) -> Vec<BusSignal> {
+    let mut all = Vec::new();
+    while let Ok(signal) = receiver.try_recv() {
+        all.push(signal);
+    }
+    all
+}
+
+fn statuses(outcome: &SimulationOutcome) -> Vec<&str> {
+    outcome
+        .notifications
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Status(status) => Some(status.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A loader that panics is a failed reload that names the panic, is retried after the backoff, and the retry
+/// covers the plug: without supervision the debouncer would stay "reloading" for ever.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_loader_is_a_failed_reload_with_the_panic_text_and_is_retried() {
+    let mut s = scenario("virtio-mem-1t");
+    s.loader.panics = 1;
+    let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
+    let mut heard = simulation.handle().bus_signals.subscribe();
+    let outcome = tokio::time::timeout(Duration::from_secs(600), simulation.run())
+        .await
+        .expect("the loop ends: the panicked reload did not wedge it");
+    let c = &outcome.report;
+    assert_eq!(c.reloads_failed, 1);
+    assert_eq!(c.reloads, 1, "the retry succeeded");
+    assert!(outcome.coverage.missing().is_empty());
+    assert_eq!(outcome.report.last_error, "", "cleared by the retry");
+    let panic_text = "the loader panicked: simulated loader bug: index out of range";
+    assert!(
+        statuses(&outcome).iter().any(
+            |s| s.starts_with("backoff") && s.contains(&format!("reload failed: {panic_text}"))
+        ),
+        "{:#?}",
+        outcome.notifications
+    );
+    let finished: Vec<_> = signals_heard(&mut heard)
+        .into_iter()
+        .filter_map(|n| match n {
+            BusSignal::ReloadFinished {
+                success, reason, ..
+            } => Some((success, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert!(
+        !finished[0].0 && finished[0].1.ends_with(panic_text),
+        "{finished:?}"
+    );
+    assert!(finished[1].0, "{finished:?}");
+}
+
+/// A reload that hangs past `daemon.reload_timeout_ms` is reported at the deadline (status, counter, signal),
+/// and from then on no `WATCHDOG=1` goes out until it ends; before the deadline the pings flow.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() {
+    let mut s = scenario("virtio-mem-1t");
+    s.loader.delay = Duration::from_secs(3600);
+    let settings = Settings::default();
+    let timeout = settings.reload_timeout;
+    let options = SimulationOptions {
+        watchdog: Some(Duration::from_secs(20)),
+        ..SimulationOptions::default()
+    };
+    let simulation =
+        Simulation::with_options(s, settings, default_config(), options).expect("simulation");
+    let handle = simulation.handle();
+    let mut heard = handle.bus_signals.subscribe();
+    let run = tokio::spawn(simulation.run());
+
+    // Virtual time at which the reload started and at which it was reported stuck.
+    let mut status = handle.status.clone();
+    let started = loop {
+        if status.borrow_and_update().state == State::Reloading {
+            break tokio::time::Instant::now();
+        }
+        status.changed().await.expect("the loop runs");
+    };
+    let reported = loop {
+        if status.borrow_and_update().reloads_timed_out == 1 {
+            break tokio::time::Instant::now();
+        }
+        status.changed().await.expect("the loop runs");
+    };
+    assert_eq!(reported - started, timeout, "reported at the deadline");
+    let last_error = status.borrow().last_error.clone();
+    assert!(
+        last_error.starts_with("reload stuck: simulated kexec_file_load has run for 180 s"),
+        "{last_error}"
+    );
+    assert_eq!(
+        status.borrow().state,
+        State::Reloading,
+        "still waiting for it"
+    );
+    let timed_out: Vec<_> = signals_heard(&mut heard)
+        .into_iter()
+        .filter_map(|n| match n {
+            BusSignal::ReloadTimedOut {
+                reason,
+                timeout_usec,
+            } => Some((reason, timeout_usec)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        timed_out.len(),
+        1,
+        "one ReloadTimedOut signal: {timed_out:?}"
+    );
+    assert_eq!(timed_out[0].1, 180_000_000);
+    assert!(!timed_out[0].0.is_empty(), "it says why the reload started");
+
+    let outcome = run.await.expect("daemon");
+    assert_eq!(outcome.report.reloads, 1, "it ended after all");
+    assert_eq!(outcome.report.reloads_timed_out, 1);
+    let n = &outcome.notifications;
+    let position = |wanted: &dyn Fn(&Notification) -> bool| n.iter().position(wanted);
+    let reloading =
+        position(&|x| matches!(x, Notification::Status(s) if s.starts_with("reloading: ")))
+            .expect("a reloading status");
+    let stuck = position(&|x| matches!(x, Notification::Status(s) if s.contains("reload stuck")))
+        .expect("the stuck status");
+    let done = position(&|x| matches!(x, Notification::Status(s) if s.contains("reloads 1 (")))
+        .expect("the reload's end");
+    assert!(reloading < stuck && stuck < done, "{n:#?}");
+    let pings = |range: std::ops::Range<usize>| {
+        n[range]
+            .iter()
+            .filter(|x| **x == Notification::Watchdog)
+            .count()
+    };
+    // Every 10 s (half the interval) for the 180 s before the deadline.
+    assert!(pings(reloading..stuck) >= 17, "{}", pings(reloading..stuck));
+    assert_eq!(
+        pings(stuck..done),
+        0,
+        "no WATCHDOG=1 while the reload is stuck"
+    );
+}
+
+/// While paused, `Reload()` is answered at once (the reload waits for the unpause, which may never come);
+/// the unpause then runs the reload asked for.
+#[tokio::test(start_paused = true)]
+async fn reload_requests_while_paused_are_answered_at_once() {
+    let mut s = scenario("virtio-mem-1t");
+    s.steps = vec![Step::Pause(Duration::from_secs(60))];
+    let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
+    let handle = simulation.handle();
+    let run = tokio::spawn(simulation.run());
+    let (reply, done) = oneshot::channel();
+    handle
+        .events
+        .send(Event::Request(Request::SetPaused {
+            paused: true,
+            reply,
+        }))
+        .await
+        .expect("send");
+    done.await.expect("paused");
+    for _ in 0..200 {
+        let (reply, answer) = oneshot::channel();
+        handle
+            .events
+            .send(Event::Request(Request::Reload { reply }))
+            .await
+            .expect("send");
+        // No virtual time passes: the answer does not wait for a reload (which waits for the unpause).
+        let asked = tokio::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(1), answer)
+            .await
+            .expect("answered at once, not after an unpause")
+            .expect("answered");
+        assert_eq!(tokio::time::Instant::now(), asked);
+        assert!(answer.starts_with("paused: "), "{answer}");
+    }
+    assert_eq!(handle.status.borrow().reloads, 0);
+    let (reply, done) = oneshot::channel();
+    handle
+        .events
+        .send(Event::Request(Request::SetPaused {
+            paused: false,
+            reply,
+        }))
+        .await
+        .expect("send");
+    done.await.expect("unpaused");
+    let outcome = run.await.expect("daemon");
+    assert_eq!(
+        outcome.report.reloads, 1,
+        "the unpause runs the reload asked for"
+    );
+}
+
+/// Callers piling up behind a slow reload are bounded: the first [`MAX_RELOAD_WAITERS`] get its outcome, the
+/// rest are answered at once.
+#[tokio::test(start_paused = true)]
+async fn reload_waiters_are_bounded() {
+    let mut s = scenario("virtio-mem-1t");
+    s.steps = vec![Step::Pause(Duration::from_secs(1))];
+    s.loader.delay = Duration::from_secs(60);
+    let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
+    let handle = simulation.handle();
+    let run = tokio::spawn(simulation.run());
+    let extra = 6;
+    let mut answers = Vec::new();
+    for _ in 0..MAX_RELOAD_WAITERS + extra {
+        let (reply, answer) = oneshot::channel();
+        handle
+            .events
+            .send(Event::Request(Request::Reload { reply }))
+            .await
+            .expect("send");
+        answers.push(answer);
+    }
+    let mut texts = Vec::new();
+    for answer in answers {
+        texts.push(answer.await.expect("every caller is answered"));
+    }
+    let queued = texts
+        .iter()
+        .filter(|t| t.starts_with("queued: 64 callers"))
+        .count();
+    let reloaded = texts.iter().filter(|t| t.starts_with("reloaded: ")).count();
+    assert_eq!(
+        (queued, reloaded),
+        (extra, MAX_RELOAD_WAITERS),
+        "{texts:#?}"
+    );
+    run.await.expect("daemon");
 }

@@ -522,8 +522,8 @@ fn every_property_ranges_and_the_reload_signal_after_a_burst() {
     for expected in [
         "crash kernel:  loaded;",
         "memory ranges: 4; the kernel does not say how many fit",
-        "events:        16384 seen, 16383 coalesced, 0 malformed, 0 lost",
-        "reloads:       1 (0 failed, 0 skipped)",
+        "events:        16384 seen, 16383 coalesced, 0 malformed, 0 socket overflows",
+        "reloads:       1 (0 failed, 0 skipped, 0 timed out)",
         "memory ranges changed",
         "last error:    none",
     ] {

@@ -42,6 +42,7 @@ async fn real_kexec_refusal_is_reported_with_its_output() {
         kernel: PathBuf::from("/proc/self/exe"),
         initrd: None,
         cmdline: "console=ttyS0".into(),
+        options: Vec::new(),
         origin: PlanOrigin::default(),
     };
     for mode in [KexecToolsMode::FileLoad, KexecToolsMode::Load] {

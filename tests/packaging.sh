@@ -116,13 +116,13 @@ check "install layout has an empty /etc/kdump-hotplugd/config.d" \
 
 # --- systemd unit ----------------------------------------------------------------------------------
 section "systemd unit"
-# verify checks that ExecStart= exists and that the Documentation= man pages resolve: point it at
+# verify checks that ExecStart= (and ExecStopPost=) exists and that the Documentation= man pages resolve: point it at
 # the staged binary and man pages. Any output at all (unknown keys are only warnings) fails.
 verify_unit() {
     local dir=$WORK/verify.$1
     shift
     mkdir -p "$dir/kdump-hotplugd.service.d"
-    sed "s|^ExecStart=/usr/sbin/kdump-hotplugd|ExecStart=$PKGROOT/usr/sbin/kdump-hotplugd|" \
+    sed -E "s#^(ExecStart|ExecStopPost)=/usr/sbin/kdump-hotplugd#\1=$PKGROOT/usr/sbin/kdump-hotplugd#" \
         systemd/kdump-hotplugd.service >"$dir/kdump-hotplugd.service"
     local dropin
     for dropin in "$@"; do

@@ -148,7 +148,7 @@ async fn an_overflowing_socket_reports_lost_uevents() {
         while lost == 0 {
             match rx.recv().await {
                 Some(Event::Uevents(batch)) => {
-                    lost += batch.lost;
+                    lost += batch.overflows;
                     seen += batch.events.len();
                 }
                 other => panic!("unexpected {other:?}"),
@@ -207,6 +207,6 @@ async fn a_queued_burst_is_one_batch() {
         action: HotplugAction::Change,
     };
     let ours = batch.events.iter().filter(|e| **e == cpu0).count();
-    assert_eq!(batch.lost, 0);
+    assert_eq!(batch.overflows, 0);
     assert!(ours >= BURST, "first batch held {ours} of {BURST}");
 }

@@ -181,6 +181,9 @@ fn real_run_is_ready_idle_reacts_and_stops() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kdump-hotplugd"));
     command
         .args(["run", "--dry-run", "--events", "kernel", "--bus", &bus_arg])
+        // The host's own /run/kdump-hotplugd would make parallel tests (and a real service) refuse it.
+        .arg("--runtime-dir")
+        .arg(dir.path())
         .env_remove("WATCHDOG_USEC")
         .env("RUST_LOG", "info");
     let (socket, daemon) = start(dir.path(), command);
@@ -421,7 +424,10 @@ fn hidden_addresses_are_an_error_not_empty_ranges() {
             "kernel",
             "--bus",
             "none",
-        ]);
+        ])
+        // Not in the checked-in fixture's run/.
+        .arg("--runtime-dir")
+        .arg(dir.path());
     let (socket, daemon) = start(dir.path(), command);
     // The error is there from the start, and READY carries it: no STATUS= may come before READY=1.
     let ready = wait_for(&socket, &daemon, |_| true);
@@ -450,9 +456,10 @@ fn watchdog_pings_when_the_service_manager_asks() {
     command
         .args([
             "-c",
-            "WATCHDOG_PID=$$ exec \"$0\" run --dry-run --events kernel --bus none",
+            "WATCHDOG_PID=$$ exec \"$0\" run --dry-run --events kernel --bus none --runtime-dir \"$1\"",
             env!("CARGO_BIN_EXE_kdump-hotplugd"),
         ])
+        .arg(dir.path())
         .env("WATCHDOG_USEC", "200000");
     let (socket, daemon) = start(dir.path(), command);
     wait_for(&socket, &daemon, |t| t.contains("READY=1"));

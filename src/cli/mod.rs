@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod plan;
+
 use crate::config::{self, Settings};
 use crate::core::decide::{self, LoadedHeader, Triggers};
 use crate::daemon::Event;
@@ -77,6 +79,10 @@ enum Command {
         /// kexec-tools binary (absolute, under --sysroot), overriding loader.kexec_path.
         #[arg(long, value_name = "PATH")]
         kexec: Option<PathBuf>,
+        /// Where the instance lock lives (default /run/kdump-hotplugd under --sysroot): one daemon per
+        /// directory; a second is refused with exit status 75.
+        #[arg(long, value_name = "DIR")]
+        runtime_dir: Option<PathBuf>,
     },
     /// Print the running daemon's state, read from D-Bus (org.kdump.Hotplug1).
     Status {
@@ -107,6 +113,24 @@ enum Command {
         /// Print the snapshot and the decision as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the crash kernel the daemon would reload (the distro's kdump service's own plan, each part with
+    /// where it came from) and the loader it would use.
+    Plan {
+        /// Root for every file the plan is read from: /etc, /proc, /sys, /boot, /var (fixture trees).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
+        /// Print the plan and the loader choice as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the distribution's kdump hotplug udev rule back: remove the masks the daemon wrote in
+    /// /run/udev/rules.d (only files carrying its marker) and ask udevd to reload. The unit's ExecStopPost= runs
+    /// it, so the rule is back even after a crash or SIGKILL.
+    ReleaseRules {
+        /// Root for /etc, /run and /usr/lib/udev (fixture trees).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
     },
     /// Print the merged configuration and where each value came from, or the error (exit status 1).
     CheckConfig {
@@ -184,6 +208,7 @@ pub fn main() -> ExitCode {
             cmdline,
             events,
             kexec,
+            runtime_dir,
         } => {
             if list_scenarios {
                 for scenario in Scenario::all() {
@@ -225,12 +250,16 @@ pub fn main() -> ExitCode {
                         kexec_path: kexec,
                     };
                     // A real daemon serves the system bus unless told otherwise; it runs on without one.
-                    let bus = bus.as_deref().map_or(BusAddress::System, BusAddress::parse);
-                    match runtime().block_on(real_host::run(sysroot, overrides, bus)) {
+                    let host = real_host::Host {
+                        sysroot,
+                        runtime_dir,
+                        bus: bus.as_deref().map_or(BusAddress::System, BusAddress::parse),
+                    };
+                    match runtime().block_on(real_host::run(host, overrides)) {
                         Ok(_) => ExitCode::SUCCESS,
                         Err(error) => {
                             log_error_chain(&error);
-                            ExitCode::FAILURE
+                            ExitCode::from(error.exit_status())
                         }
                     }
                 }
@@ -248,6 +277,14 @@ pub fn main() -> ExitCode {
         Command::Ranges { sysroot, json } => {
             die_quietly_on_closed_pipe();
             ranges(sysroot, json)
+        }
+        Command::Plan { sysroot, json } => {
+            die_quietly_on_closed_pipe();
+            plan::print(sysroot, json)
+        }
+        Command::ReleaseRules { sysroot } => {
+            init_logging("info");
+            release_rules(sysroot)
         }
         Command::CheckConfig { sysroot } => {
             die_quietly_on_closed_pipe();
@@ -301,6 +338,7 @@ fn run_simulation(
     let outcome = runtime().block_on(async {
         let options = SimulationOptions {
             keep_running: serving.keep_running,
+            ..SimulationOptions::default()
         };
         let simulation = match Simulation::with_options(scenario, settings, config_source, options)
         {
@@ -425,11 +463,12 @@ fn print_report(outcome: &SimulationOutcome) {
     println!("uevents seen        {:>10}", c.events_seen);
     println!("  coalesced         {:>10}", c.events_coalesced);
     println!("  malformed         {:>10}", c.events_malformed);
-    println!("  lost              {:>10}", c.events_lost);
+    println!("  socket overflows  {:>10}", c.uevent_overflows);
     println!("  socket reads      {:>10}", c.uevent_batches);
     println!("reloads             {:>10}", c.reloads);
     println!("  failed            {:>10}", c.reloads_failed);
     println!("  skipped           {:>10}", c.reloads_skipped);
+    println!("  timed out         {:>10}", c.reloads_timed_out);
     println!("kernel update fails {:>10}", c.kernel_update_failures);
     println!("crash ranges        {:>10}", outcome.report.range_count);
     for load in &outcome.loads {
@@ -581,6 +620,29 @@ fn check_config(sysroot: PathBuf) -> ExitCode {
         }
         Err(error) => {
             eprintln!("kdump-hotplugd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn release_rules(sysroot: PathBuf) -> ExitCode {
+    use crate::daemon::rule_mask;
+    let files = crate::edge::rule_mask::HostRuleFiles::new(Sysroot::new(&sysroot));
+    match rule_mask::release(&files) {
+        Ok(changed) => {
+            if changed {
+                rule_mask::reload_udev(&files);
+            } else {
+                tracing::info!(
+                    "no mask of kdump-hotplugd in /run/udev/rules.d: nothing to give back"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            // What could be given back, udevd should see now.
+            rule_mask::reload_udev(&files);
             ExitCode::FAILURE
         }
     }

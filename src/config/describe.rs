@@ -28,7 +28,7 @@ fn name<T: serde::Serialize + std::fmt::Debug>(value: &T) -> toml::Value {
 }
 
 /// Every key's effective value, in [`schema::KEYS`] order (a unit test holds it to that).
-fn values(settings: &Settings) -> [(&'static str, toml::Value); 18] {
+fn values(settings: &Settings) -> [(&'static str, toml::Value); 20] {
     let (debounce, loader, events) = (&settings.debounce, &settings.loader, &settings.events);
     [
         ("debounce.quiet_window_ms", millis(debounce.quiet_window)),
@@ -64,15 +64,20 @@ fn values(settings: &Settings) -> [(&'static str, toml::Value); 18] {
             "daemon.watch_kernel_log",
             toml::Value::Boolean(settings.watch_kernel_log),
         ),
+        ("daemon.reload_timeout_ms", millis(settings.reload_timeout)),
+        (
+            "daemon.mask_distro_rule",
+            toml::Value::Boolean(settings.mask_distro_rule),
+        ),
     ]
 }
 
 /// What an empty value stands for, for the keys where empty means "work it out".
 fn empty_means(key: &str) -> Option<&'static str> {
     match key {
-        "loader.kernel" => Some("discover /boot/vmlinuz-$(uname -r)"),
-        "loader.initrd" => Some("discover the distribution's kdump initrd"),
-        "loader.cmdline" => Some("derive from the running kernel's"),
+        "loader.kernel" => Some("the distribution's plan: kdump-hotplugd plan"),
+        "loader.initrd" => Some("the distribution's plan"),
+        "loader.cmdline" => Some("the distribution's plan"),
         "loader.command" => Some("detect the distribution's tool"),
         _ => None,
     }
@@ -133,7 +138,7 @@ mod tests {
     #[test]
     fn enum_values_print_as_their_config_names() {
         let printed = describe(&Settings::default(), &Provenance::default());
-        assert!(printed.contains("loader.kind = \"native\""), "{printed}");
+        assert!(printed.contains("loader.kind = \"auto\""), "{printed}");
         assert!(
             printed.contains("daemon.initial_load = \"if-missing\""),
             "{printed}"

@@ -63,6 +63,8 @@ pub(crate) struct DaemonFragment {
     pub dry_run: Option<Spanned<bool>>,
     pub initial_load: Option<Spanned<InitialLoad>>,
     pub watch_kernel_log: Option<Spanned<bool>>,
+    pub reload_timeout_ms: Option<Spanned<i64>>,
+    pub mask_distro_rule: Option<Spanned<bool>>,
 }
 
 /// Parses one file's text; `file` is the name errors show.
@@ -122,6 +124,8 @@ source = "udev"
 dry_run = true
 initial_load = "never"
 watch_kernel_log = false
+reload_timeout_ms = 150000
+mask_distro_rule = false
 "#;
         let expected = ConfigFragment {
             debounce: Some(DebounceFragment {
@@ -159,6 +163,8 @@ watch_kernel_log = false
                 dry_run: spanned(text, "true", true),
                 initial_load: spanned(text, "\"never\"", InitialLoad::Never),
                 watch_kernel_log: spanned(text, "false", false),
+                reload_timeout_ms: spanned(text, "150000", 150000),
+                mask_distro_rule: spanned(text, "false", false),
             }),
         };
         let parsed = parse("f", text).unwrap();

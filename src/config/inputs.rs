@@ -69,7 +69,7 @@ pub(crate) struct LoaderInputs {
     pub kernel: Sourced<String>,
     /// Empty = discover.
     pub initrd: Sourced<String>,
-    /// Empty = derive from the running kernel's.
+    /// Empty = the distribution's plan.
     pub cmdline: Sourced<String>,
     pub command: Sourced<Vec<String>>,
     pub command_timeout_ms: Sourced<i64>,
@@ -93,6 +93,8 @@ pub(crate) struct DaemonInputs {
     pub dry_run: Sourced<bool>,
     pub initial_load: Sourced<InitialLoad>,
     pub watch_kernel_log: Sourced<bool>,
+    pub reload_timeout_ms: Sourced<i64>,
+    pub mask_distro_rule: Sourced<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +149,8 @@ impl Inputs {
                 dry_run: Sourced::builtin(settings.dry_run),
                 initial_load: Sourced::builtin(settings.initial_load),
                 watch_kernel_log: Sourced::builtin(settings.watch_kernel_log),
+                reload_timeout_ms: Sourced::builtin(millis(settings.reload_timeout)),
+                mask_distro_rule: Sourced::builtin(settings.mask_distro_rule),
             },
             files: Vec::new(),
         }
@@ -202,11 +206,17 @@ impl Inputs {
             inputs
                 .watch_kernel_log
                 .override_with(daemon.watch_kernel_log, source);
+            inputs
+                .reload_timeout_ms
+                .override_with(daemon.reload_timeout_ms, source);
+            inputs
+                .mask_distro_rule
+                .override_with(daemon.mask_distro_rule, source);
         }
     }
 
     /// Every key's origin, by dotted key, in [`super::schema::KEYS`] order (a unit test holds it to that).
-    fn origins(&self) -> [(&'static str, &Origin); 18] {
+    fn origins(&self) -> [(&'static str, &Origin); 20] {
         let (d, l, k, e, m) = (
             &self.debounce,
             &self.loader,
@@ -233,6 +243,8 @@ impl Inputs {
             ("daemon.dry_run", &m.dry_run.origin),
             ("daemon.initial_load", &m.initial_load.origin),
             ("daemon.watch_kernel_log", &m.watch_kernel_log.origin),
+            ("daemon.reload_timeout_ms", &m.reload_timeout_ms.origin),
+            ("daemon.mask_distro_rule", &m.mask_distro_rule.origin),
         ]
     }
 

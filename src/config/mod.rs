@@ -29,6 +29,11 @@ pub use sources::{DROP_IN_DIRS, MAIN_FILE};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoaderKind {
+    /// Pick by `core::loader_choice`: `kexec_load` with prepared segments (the shortest window with no crash
+    /// kernel) unless lockdown, the distro's plan (`-s`) or a missing kexec-tools needs `kexec_file_load`.
+    Auto,
+    /// kexec-tools' `kexec -c -p`: `kexec_load` with segments prepared before the call.
+    KexecLoad,
     /// `kexec_file_load(2)` from the daemon itself.
     Native,
     /// The distro's own tool (`kdumpctl reload`, `kdump-config reload`, …).
@@ -64,11 +69,11 @@ pub use crate::core::debounce::DebounceTimings;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LoaderSettings {
     pub kind: LoaderKind,
-    /// Crash kernel image; `None` = discover (`/boot/vmlinuz-$(uname -r)`).
+    /// Crash kernel image; `None` = the distro's plan (`core::plan`).
     pub kernel: Option<PathBuf>,
-    /// Crash initrd; `None` = discover the distro's kdump initrd.
+    /// Crash initrd; `None` = the distro's plan.
     pub initrd: Option<PathBuf>,
-    /// Crash kernel command line; `None` = derive from the running one.
+    /// Crash kernel command line; `None` = the distro's plan.
     pub cmdline: Option<String>,
     /// The delegation command, argv form; empty = detect the distro's tool.
     pub command: Vec<String>,
@@ -80,7 +85,7 @@ pub struct LoaderSettings {
 impl Default for LoaderSettings {
     fn default() -> Self {
         Self {
-            kind: LoaderKind::Native,
+            kind: LoaderKind::Auto,
             kernel: None,
             initrd: None,
             cmdline: None,
@@ -121,6 +126,11 @@ pub struct Settings {
     pub initial_load: InitialLoad,
     /// Follow `/dev/kmsg` for the kernel's failed in-place header updates.
     pub watch_kernel_log: bool,
+    /// A reload still running after this long is reported as stuck, and the watchdog is withheld.
+    pub reload_timeout: Duration,
+    /// While running, mask the distribution's kdump hotplug udev rule with a runtime file in
+    /// `/run/udev/rules.d/` (removed when the daemon stops).
+    pub mask_distro_rule: bool,
 }
 
 impl Settings {
@@ -142,6 +152,8 @@ impl Default for Settings {
             dry_run: false,
             initial_load: InitialLoad::IfMissing,
             watch_kernel_log: true,
+            reload_timeout: Duration::from_secs(180),
+            mask_distro_rule: true,
         }
     }
 }

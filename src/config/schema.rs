@@ -45,7 +45,8 @@ impl KeySpec {
 }
 
 /// Serialized names of [`super::LoaderKind`]; a unit test keeps them in step with the enum.
-pub(crate) const LOADER_KINDS: &[&str] = &["native", "command", "kexec-tools"];
+pub(crate) const LOADER_KINDS: &[&str] =
+    &["auto", "kexec-load", "native", "command", "kexec-tools"];
 /// Serialized names of [`super::EventSourceKind`].
 pub(crate) const EVENT_SOURCES: &[&str] = &["auto", "udev", "kernel"];
 /// Serialized names of [`super::InitialLoad`].
@@ -81,6 +82,8 @@ pub(crate) const KEYS: &[KeySpec] = &[
     key("daemon", "dry_run", Expect::Bool),
     key("daemon", "initial_load", Expect::OneOf(INITIAL_LOADS)),
     key("daemon", "watch_kernel_log", Expect::Bool),
+    key("daemon", "reload_timeout_ms", Expect::Integer),
+    key("daemon", "mask_distro_rule", Expect::Bool),
 ];
 
 pub(crate) fn find(section: &str, name: &str) -> Option<&'static KeySpec> {
@@ -129,6 +132,8 @@ mod tests {
         assert_names_match(
             LOADER_KINDS,
             &[
+                LoaderKind::Auto,
+                LoaderKind::KexecLoad,
                 LoaderKind::Native,
                 LoaderKind::Command,
                 LoaderKind::KexecTools,

@@ -68,6 +68,8 @@ source = "kernel"
 dry_run = true
 initial_load = "always"
 watch_kernel_log = false
+reload_timeout_ms = 150000
+mask_distro_rule = false
 "#;
     let expected = Settings {
         debounce: DebounceTimings {
@@ -94,6 +96,8 @@ watch_kernel_log = false
         dry_run: true,
         initial_load: InitialLoad::Always,
         watch_kernel_log: false,
+        reload_timeout: Duration::from_millis(150000),
+        mask_distro_rule: false,
     };
     let (settings, provenance) = from_texts([(FILE, text)]).unwrap();
     assert_eq!(settings, expected);
@@ -223,7 +227,7 @@ fn bad_enum_value_lists_the_valid_values() {
     assert_eq!(
         error_of("[loader]\nkind = \"kexec\"\n"),
         format!(
-            "{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"native\", \"command\", \
+            "{FILE}:2: loader.kind: invalid value \"kexec\"; expected one of \"auto\", \"kexec-load\", \"native\", \"command\", \
              \"kexec-tools\""
         )
     );
@@ -335,6 +339,25 @@ fn backoff_initial_above_cap_is_an_error() {
         format!(
             "{FILE}:2: debounce.backoff_initial_ms: must not exceed debounce.backoff_max_ms \
              (60000, default), found 120000"
+        )
+    );
+}
+
+#[test]
+fn the_reload_deadline_comes_after_the_loaders_own_timeout() {
+    assert_eq!(
+        error_of("[daemon]\nreload_timeout_ms = 60000\n"),
+        format!(
+            "{FILE}:2: daemon.reload_timeout_ms: must be at least loader.command_timeout_ms \
+             (120000, default), found 60000"
+        )
+    );
+    // Raising the loader's timeout past the deadline blames the loader's key, set last.
+    assert_eq!(
+        error_of("[loader]\ncommand_timeout_ms = 200000\n"),
+        format!(
+            "{FILE}:2: loader.command_timeout_ms: must not exceed daemon.reload_timeout_ms \
+             (180000, default), found 200000"
         )
     );
 }

@@ -172,6 +172,15 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
         kexec_path: absolute_path("loader.kexec_path", &loader.kexec_path)?,
     };
 
+    let daemon = &inputs.daemon;
+    let reload_timeout = millis("daemon.reload_timeout_ms", &daemon.reload_timeout_ms)?;
+    // A loader that runs a child kills it at its own timeout; the daemon's deadline must not come first, or a
+    // command that was about to be killed and retried would be reported as stuck instead.
+    ordered(
+        ("loader.command_timeout_ms", &loader.command_timeout_ms),
+        ("daemon.reload_timeout_ms", &daemon.reload_timeout_ms),
+    )?;
+
     let ranges = &inputs.kernel.max_memory_ranges;
     let kernel_max_memory_ranges = u32::try_from(ranges.value)
         .ok()
@@ -201,6 +210,8 @@ pub(crate) fn validate(inputs: &Inputs) -> Result<Settings, ConfigError> {
         dry_run: inputs.daemon.dry_run.value,
         initial_load: inputs.daemon.initial_load.value,
         watch_kernel_log: inputs.daemon.watch_kernel_log.value,
+        reload_timeout,
+        mask_distro_rule: inputs.daemon.mask_distro_rule.value,
     })
 }
 

@@ -2,10 +2,15 @@
 //! the time, logs, or knows about tokio or the configuration types; the edges and the owner loop hand it plain
 //! values and act on what it returns.
 
+pub mod cmdline;
 pub mod debounce;
 pub mod decide;
+pub mod health;
 pub mod kmsg_record;
+pub mod loader_choice;
 pub mod model;
 pub mod parse;
+pub mod plan;
 pub mod ranges;
+pub mod rule_mask;
 pub mod uevent_record;

@@ -162,8 +162,9 @@ pub struct UeventBatch {
     pub events: Vec<DomainEvent>,
     /// Memory/CPU uevents that could not be understood.
     pub malformed: u64,
-    /// The socket overflowed (ENOBUFS): some uevents were lost, so the next snapshot must not trust a count.
-    pub lost: u64,
+    /// Times the socket reported an overflow (ENOBUFS) during this read: each lost an unknown number of uevents
+    /// (the kernel says only that it dropped some), so a fresh snapshot must follow.
+    pub overflows: u64,
 }
 
 impl UeventBatch {
@@ -178,7 +179,7 @@ impl UeventBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.malformed == 0 && self.lost == 0
+        self.events.is_empty() && self.malformed == 0 && self.overflows == 0
     }
 }
 

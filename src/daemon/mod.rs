@@ -1,29 +1,41 @@
 //! The owner loop: one task owns all state and reacts to one [`Event`] at a time. Everything else (uevent
 //! sources, signals, D-Bus, loaders) only sends into its channel and reads the [`Status`] it publishes.
 
+pub mod rule_mask;
 mod status;
 
 pub(crate) use status::with_status_fields;
 pub use status::{saturating_u32, BusSignal, FieldKind, State, Status, StatusField};
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, InitialLoad, Settings};
 use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
 use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
+use crate::core::health::{self, Health, Pulse};
 use crate::core::model::HostSnapshot;
 use crate::core::uevent_record::UeventBatch;
-use crate::edge::{EventSource, Loader, Notifier};
+use crate::edge::{EventSource, Loader, Notifier, RuleFiles};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
-pub use crate::messages::{Event, ReloadFinished, Request};
-use crate::messages::{LoadRequest, Notification, UeventSender};
+pub use crate::messages::{Event, Request, SourceEnd};
+use crate::messages::{LoadError, LoadReport, LoadRequest, Notification, UeventSender};
 
 /// How a refused configuration reload starts in `LastError`; a later good reload clears it.
 const CONFIG_NOT_RELOADED: &str = "configuration not reloaded, keeping the previous one";
+
+/// At most this many `Reload()` callers wait for the next reload's outcome; more are answered at once (the
+/// reload they asked for is already due). Without a bound, callers piling up behind a stuck reload would
+/// grow the daemon without limit.
+pub const MAX_RELOAD_WAITERS: usize = 64;
+
+/// The answer to `Reload()` callers while paused.
+const PAUSED_RELOAD: &str =
+    "paused: the reload will run when the daemon is unpaused (SetPaused false)";
 
 /// Reads the config again on SIGHUP; injected so tests can hand over any outcome.
 pub type ConfigSource = Box<dyn FnMut() -> Result<Settings, ConfigError> + Send>;
@@ -38,6 +50,8 @@ pub struct Loaders {
     pub configured: Arc<dyn Loader>,
     /// kexec-tools' `kexec_load` path, for headers the kernel's `kexec_file_load` buffer cannot hold.
     pub kexec_load: Arc<dyn Loader>,
+    /// Which crash kernel these load and how (the distro's plan and the loader choice), for the status.
+    pub description: String,
 }
 
 impl Loaders {
@@ -49,10 +63,67 @@ impl Loaders {
     }
 }
 
+/// What the loop does when its event source ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenSourceEnds {
+    /// A real host: without its source the daemon is blind to hotplug, so it stops and `run` reports why
+    /// (the service exits non-zero and systemd's `Restart=on-failure` starts a fresh one).
+    #[default]
+    Fail,
+    /// Simulations: stop once nothing is pending.
+    ExitWhenQuiet,
+    /// Simulations serving D-Bus: keep answering until told to stop.
+    KeepRunning,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Exit once the event source has finished and nothing is pending (simulations).
-    pub exit_when_source_finishes: bool,
+    pub when_source_ends: WhenSourceEnds,
+}
+
+/// A reload that ended (or whose task died), as the loop handles it.
+#[derive(Debug)]
+struct ReloadFinished {
+    result: Result<LoadReport, LoadError>,
+    request: LoadRequest,
+    duration: Duration,
+}
+
+/// The reload in flight: the loop keeps its task's handle, so a panicked or cancelled loader is a failed
+/// reload instead of a reload that never ends.
+struct InFlight {
+    task: JoinHandle<Result<LoadReport, LoadError>>,
+    request: LoadRequest,
+    loader: String,
+    started: std::time::Instant,
+    deadline: std::time::Instant,
+    timeout: Duration,
+    /// Already reported as stuck.
+    timed_out: bool,
+}
+
+/// What the watchdog task reads to judge the loop's health (see [`health::assess`]).
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat {
+    last_turn: std::time::Instant,
+    reload_deadline: Option<std::time::Instant>,
+}
+
+/// What woke the loop.
+enum Input {
+    Event(Event),
+    ReloadJoined(Result<Result<LoadReport, LoadError>, JoinError>),
+    ReloadDeadline,
+    /// The watchdog task asks the loop to turn, so that it can tell a live loop from a wedged one.
+    Nudge,
+}
+
+/// How the loop ended: the last status it published and, on a real host, why it stopped early.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    pub status: Status,
+    /// Why the loop stopped early because its event source ended (real hosts only).
+    pub source_lost: Option<String>,
 }
 
 /// Handles for the rest of the program: send events, watch status, hear what becomes a D-Bus signal.
@@ -70,6 +141,8 @@ pub struct Daemon {
     loaders: Loaders,
     loader_factory: Option<LoaderFactory>,
     notifier: Arc<dyn Notifier>,
+    /// Where the distribution's hotplug rule is masked while the daemon runs (`rule_mask`).
+    rule_files: Option<Arc<dyn RuleFiles>>,
     options: RunOptions,
     debouncer: Debouncer,
     events_tx: mpsc::Sender<Event>,
@@ -89,8 +162,14 @@ pub struct Daemon {
     triggers: Triggers,
     /// The triggers of the reload in flight, given back if it fails so the retry keeps them.
     in_flight_triggers: Triggers,
-    /// `Reload()` callers waiting for the outcome of the next reload.
+    /// `Reload()` callers waiting for the outcome of the next reload (at most [`MAX_RELOAD_WAITERS`]).
     reload_waiters: Vec<oneshot::Sender<String>>,
+    reload: Option<InFlight>,
+    /// The first snapshot has been taken.
+    primed: bool,
+    /// Set when the source ended on a real host: the loop stops.
+    source_lost: Option<String>,
+    heartbeat: Arc<Mutex<Heartbeat>>,
 }
 
 fn realtime_usec() -> u64 {
@@ -112,6 +191,7 @@ impl Daemon {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let status = Status {
             loader: loaders.configured.name(),
+            crash_kernel_plan: loaders.description.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Status::default()
         };
@@ -130,6 +210,7 @@ impl Daemon {
             loaders,
             loader_factory: None,
             notifier,
+            rule_files: None,
             options,
             events_tx,
             events_rx,
@@ -144,6 +225,13 @@ impl Daemon {
             triggers: Triggers::default(),
             in_flight_triggers: Triggers::default(),
             reload_waiters: Vec::new(),
+            reload: None,
+            primed: false,
+            source_lost: None,
+            heartbeat: Arc::new(Mutex::new(Heartbeat {
+                last_turn: Instant::now().into_std(),
+                reload_deadline: None,
+            })),
         };
         (daemon, handle)
     }
@@ -154,13 +242,24 @@ impl Daemon {
         self
     }
 
-    /// Starts the event source and runs the loop until shutdown; returns the last status it published.
-    pub async fn run(mut self, source: Box<dyn EventSource>) -> Status {
+    /// Starts the event source and runs the loop until shutdown (or, on a real host, until the source ends);
+    /// returns the last status it published and why it stopped early, if it did.
+    pub async fn run(mut self, source: Box<dyn EventSource>) -> Stopped {
         tracing::info!(source = %source.name(), loader = %self.loaders.configured.name(), "starting");
         let source_task = tokio::spawn(source.run(UeventSender::new(self.events_tx.clone())));
-        self.start();
-        let watchdog = self.notifier.watchdog_interval();
-        let mut watchdog_timer = watchdog.map(|period| tokio::time::interval(period / 2));
+        self.prime();
+        self.ready();
+        // The time between Daemon::new and here (the bus handshake, on a real host) is no stall.
+        self.turned();
+        let nudge = Arc::new(Notify::new());
+        let watchdog_task = self.notifier.watchdog_interval().map(|interval| {
+            tokio::spawn(watchdog(
+                self.notifier.clone(),
+                interval,
+                self.heartbeat.clone(),
+                nudge.clone(),
+            ))
+        });
 
         loop {
             let deadline = if self.paused {
@@ -168,23 +267,49 @@ impl Daemon {
             } else {
                 self.debouncer.next_deadline()
             };
-            let event = tokio::select! {
-                event = self.events_rx.recv() => event.unwrap_or(Event::Shutdown),
-                _ = sleep_until_std(deadline), if deadline.is_some() => Event::DebounceDeadline,
-                _ = tick(&mut watchdog_timer), if watchdog_timer.is_some() => {
-                    self.notifier.notify(Notification::Watchdog);
-                    continue;
-                }
+            let stuck_at = self
+                .reload
+                .as_ref()
+                .filter(|reload| !reload.timed_out)
+                .map(|reload| reload.deadline);
+            let input = tokio::select! {
+                event = self.events_rx.recv() => Input::Event(event.unwrap_or(Event::Shutdown)),
+                _ = sleep_until_std(deadline), if deadline.is_some() => Input::Event(Event::DebounceDeadline),
+                joined = join(&mut self.reload), if self.reload.is_some() => Input::ReloadJoined(joined),
+                _ = sleep_until_std(stuck_at), if stuck_at.is_some() => Input::ReloadDeadline,
+                _ = nudge.notified() => Input::Nudge,
             };
-            if !self.handle(event) {
+            let go_on = match input {
+                Input::Event(event) => self.handle(event),
+                Input::ReloadJoined(joined) => {
+                    self.on_reload_joined(joined);
+                    true
+                }
+                Input::ReloadDeadline => {
+                    self.on_reload_deadline();
+                    true
+                }
+                Input::Nudge => true,
+            };
+            self.turned();
+            if !go_on {
                 break;
             }
-            if self.options.exit_when_source_finishes && self.source_finished && self.quiescent() {
+            if self.options.when_source_ends == WhenSourceEnds::ExitWhenQuiet
+                && self.source_finished
+                && self.quiescent()
+            {
                 break;
             }
         }
         self.notifier.notify(Notification::Stopping);
+        self.give_back_distro_rule().await;
         source_task.abort();
+        if let Some(task) = watchdog_task {
+            task.abort();
+        }
+        // A reload still in flight is left to finish on its own (a kexec_file_load cannot be interrupted; a
+        // command loader's child is the loader's to kill). The process is about to exit anyway.
         let status = self.status_tx.borrow().clone();
         tracing::info!(
             events = status.events_seen,
@@ -192,15 +317,33 @@ impl Daemon {
             failed = status.reloads_failed,
             "stopped"
         );
-        status
+        Stopped {
+            status,
+            source_lost: self.source_lost,
+        }
+    }
+
+    /// Records that the loop has just turned, for the watchdog.
+    fn turned(&self) {
+        let now = Instant::now().into_std();
+        if let Ok(mut heartbeat) = self.heartbeat.lock() {
+            heartbeat.last_turn = now;
+            heartbeat.reload_deadline = self.reload.as_ref().map(|reload| reload.deadline);
+        }
     }
 
     fn quiescent(&self) -> bool {
         !self.missed_while_paused && matches!(self.debouncer.phase(), Phase::Idle | Phase::Failed)
     }
 
-    /// First snapshot, READY, and the initial load when one is due.
-    fn start(&mut self) {
+    /// Takes the first snapshot and schedules the initial load when one is due, without loading anything
+    /// yet: the real host calls it before it owns the bus name, so that the first D-Bus reader sees real
+    /// values. [`Self::run`] does it when nobody did.
+    pub fn prime(&mut self) {
+        if self.primed {
+            return;
+        }
+        self.primed = true;
         match self.reader.take() {
             Ok(snapshot) => {
                 let crash = &snapshot.crash;
@@ -228,10 +371,16 @@ impl Daemon {
                     self.debouncer.force(Instant::now().into_std());
                 }
                 self.absorb_snapshot(snapshot);
+                // Only a daemon that can see the host stands in for the distribution's rule.
+                self.stand_in_for_distro_rule(true);
             }
             Err(error) => self.record_snapshot_error(&error),
         }
         self.publish(|_| {});
+    }
+
+    /// READY=1 with the first status.
+    fn ready(&mut self) {
         let summary = self.status_tx.borrow().summary.clone();
         self.ready = true;
         self.notifier
@@ -257,30 +406,53 @@ impl Daemon {
                 }
             }
             Event::DebounceDeadline => self.on_deadline(),
-            Event::ReloadFinished(finished) => self.on_reload_finished(now, finished),
             Event::ConfigReload { reply } => self.reload_config(reply),
             Event::Request(request) => self.on_request(now, request),
-            Event::SourceFinished => {
-                tracing::info!("event source finished");
-                self.source_finished = true;
-            }
+            Event::SourceFinished(end) => return self.on_source_finished(end),
             Event::Shutdown => return false,
         }
         self.publish(|_| {});
         true
     }
 
+    /// Returns false to stop the loop.
+    fn on_source_finished(&mut self, end: SourceEnd) -> bool {
+        match self.options.when_source_ends {
+            WhenSourceEnds::ExitWhenQuiet | WhenSourceEnds::KeepRunning => {
+                tracing::info!(%end, "event source finished");
+                self.source_finished = true;
+                true
+            }
+            // Exit rather than reopen in-process: a socket that failed once (a netlink error, udevd gone)
+            // says the host changed under the daemon, and a fresh process re-resolves `events.source`
+            // (udev or kernel), re-reads the config and takes a fresh snapshot, while systemd's
+            // Restart=on-failure, RestartSec= and start limits give the backoff and make the failure
+            // visible (`systemctl status`, the journal) instead of hiding it in a retry loop.
+            WhenSourceEnds::Fail => {
+                let message = format!(
+                    "the event source ended ({end}): the daemon cannot see hotplug events, so it stops \
+                     (the service manager restarts it)"
+                );
+                tracing::error!("{message}");
+                // The last status the service manager and D-Bus see says so: never "idle" while blind.
+                self.publish(|s| s.last_error = message.clone());
+                self.source_lost = Some(message);
+                false
+            }
+        }
+    }
+
     fn on_uevents(&mut self, now: std::time::Instant, batch: UeventBatch) {
         let count = batch.events.len() as u64;
-        if batch.lost > 0 {
+        if batch.overflows > 0 {
             tracing::warn!(
-                lost = batch.lost,
-                "uevent socket overflowed: taking a fresh snapshot"
+                overflows = batch.overflows,
+                "uevent socket overflowed (an unknown number of uevents lost): taking a fresh snapshot"
             );
         }
         let coalesced_before = self.debouncer.coalesced();
         // A lost uevent may have been a hotplug: treat the overflow as one event so a snapshot follows.
-        let relevant = count + u64::from(batch.lost > 0);
+        let relevant = count + u64::from(batch.overflows > 0);
         if self.paused {
             self.missed_while_paused |= relevant > 0;
         } else {
@@ -290,7 +462,7 @@ impl Daemon {
         self.publish(|s| {
             s.events_seen += count;
             s.events_malformed += batch.malformed;
-            s.events_lost += batch.lost;
+            s.uevent_overflows += batch.overflows;
             s.events_coalesced += coalesced;
             s.uevent_batches += 1;
         });
@@ -300,8 +472,18 @@ impl Daemon {
         match request {
             Request::Reload { reply } => {
                 self.triggers.forced = true;
-                self.reload_waiters.push(reply);
                 self.debouncer.force(now);
+                if self.paused {
+                    // Paused, the reload waits for the unpause, which may never come: say so now.
+                    let _ = reply.send(PAUSED_RELOAD.to_owned());
+                } else if self.reload_waiters.len() >= MAX_RELOAD_WAITERS {
+                    let _ = reply.send(format!(
+                        "queued: {MAX_RELOAD_WAITERS} callers already wait for the next reload, which covers \
+                         this request too; its outcome will show in LastReloadReason or LastError"
+                    ));
+                } else {
+                    self.reload_waiters.push(reply);
+                }
             }
             Request::SetPaused { paused, reply } => {
                 if self.paused && !paused && self.missed_while_paused {
@@ -309,6 +491,11 @@ impl Daemon {
                 }
                 if paused != self.paused {
                     tracing::info!(paused, "pause changed");
+                }
+                if paused && self.reload.is_none() {
+                    // Their reload has not started and now waits for the unpause: answer them now. Callers
+                    // of a reload in flight get its outcome.
+                    self.answer_waiters(PAUSED_RELOAD);
                 }
                 self.paused = paused;
                 self.missed_while_paused = false;
@@ -416,19 +603,76 @@ impl Daemon {
         tracing::info!(loader = %loader.name(), ranges = request.ranges.len(), "reloading the crash kernel");
         self.notifier
             .notify(Notification::Status(format!("reloading: {reason}")));
-        let events = self.events_tx.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = loader.load(request.clone()).await;
-            let duration = started.elapsed();
-            let _ = events
-                .send(Event::ReloadFinished(ReloadFinished {
-                    result,
-                    request,
-                    duration,
-                }))
-                .await;
+        let name = loader.name();
+        let load = loader.load(request.clone());
+        let timeout = self.settings.reload_timeout;
+        self.reload = Some(InFlight {
+            // Its own task, so that a panic in the loader is caught by tokio and handed back to the loop as
+            // a JoinError instead of unwinding through it.
+            task: tokio::spawn(load),
+            request,
+            loader: name,
+            started: now,
+            deadline: health::reload_deadline(now, timeout),
+            timeout,
+            timed_out: false,
         });
+    }
+
+    /// The reload task ended: normally, by a panic in the loader, or cancelled.
+    fn on_reload_joined(&mut self, joined: Result<Result<LoadReport, LoadError>, JoinError>) {
+        let now = Instant::now().into_std();
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let result = joined.unwrap_or_else(|error| {
+            // Retried like any failure: a panic says nothing about whether the next attempt can work.
+            Err(LoadError {
+                message: task_failure(error),
+                retry: true,
+            })
+        });
+        self.on_reload_finished(
+            now,
+            ReloadFinished {
+                result,
+                request: reload.request,
+                duration: now.saturating_duration_since(reload.started),
+            },
+        );
+    }
+
+    /// The reload in flight has outlived `daemon.reload_timeout_ms`: report it, count it, keep waiting.
+    ///
+    /// It is not aborted. A native load is one kexec_file_load(2) in a blocking thread: a syscall cannot be
+    /// interrupted from user space, and dropping the task would only lose its outcome while the kernel may
+    /// still hold the kexec lock (the next attempt would fail with EBUSY) and may still replace the image.
+    /// The loaders that run a child process (kexec-tools, the distribution's command) kill it at
+    /// `loader.command_timeout_ms`, which the config keeps at most this timeout, so what is still running
+    /// here is a hang no one can undo in-process. The watchdog is withheld from now on (see `watchdog`), so
+    /// systemd's WatchdogSec= kills and restarts the daemon; one reload at a time stays true meanwhile.
+    fn on_reload_deadline(&mut self) {
+        let Some(reload) = self.reload.as_mut() else {
+            return;
+        };
+        reload.timed_out = true;
+        let message = format!(
+            "reload stuck: {} has run for {} s, past daemon.reload_timeout_ms ({}); not aborted (a kexec load \
+             cannot be interrupted), the watchdog is no longer fed",
+            reload.loader,
+            reload.timeout.as_secs(),
+            reload.timeout.as_millis()
+        );
+        let signal = BusSignal::ReloadTimedOut {
+            reason: reload.request.reason.clone(),
+            timeout_usec: reload.timeout.as_micros() as u64,
+        };
+        tracing::error!("{message}");
+        self.publish(|s| {
+            s.reloads_timed_out += 1;
+            s.last_error = message.clone();
+        });
+        let _ = self.bus_signals.send(signal);
     }
 
     fn on_reload_finished(&mut self, now: std::time::Instant, finished: ReloadFinished) {
@@ -474,6 +718,8 @@ impl Daemon {
                     ranges,
                 });
                 self.answer_waiters(&format!("reloaded: {}", request.reason));
+                // A reload through SUSE's `systemctl restart kdump` copies kdump's rule over the mask.
+                self.stand_in_for_distro_rule(false);
             }
             Err(error) => {
                 let backoff = self
@@ -520,8 +766,12 @@ impl Daemon {
                     if let Some(factory) = &mut self.loader_factory {
                         self.loaders = factory(&settings);
                         let name = self.loaders.configured.name();
+                        let plan = self.loaders.description.clone();
                         tracing::info!(loader = %name, "loader settings changed: loaders rebuilt");
-                        self.publish(|s| s.loader = name);
+                        self.publish(|s| {
+                            s.loader = name;
+                            s.crash_kernel_plan = plan;
+                        });
                     }
                 }
                 if settings.events != self.settings.events {
@@ -531,6 +781,8 @@ impl Daemon {
                 }
                 self.debouncer.set_settings(settings.debounce.clone());
                 self.settings = settings;
+                // mask_distro_rule may have changed, or the package put its rule back (SUSE's load.sh).
+                self.stand_in_for_distro_rule(true);
                 // What the status derives from the settings follows them now, not at the next snapshot.
                 if let Some(snapshot) = self.last_snapshot.take() {
                     self.absorb_snapshot(snapshot);
@@ -621,11 +873,73 @@ async fn sleep_until_std(deadline: Option<std::time::Instant>) {
     }
 }
 
-async fn tick(timer: &mut Option<tokio::time::Interval>) {
-    match timer {
-        Some(timer) => {
-            timer.tick().await;
-        }
+/// The reload task's outcome; pending while none is in flight.
+async fn join(reload: &mut Option<InFlight>) -> Result<Result<LoadReport, LoadError>, JoinError> {
+    match reload {
+        Some(reload) => (&mut reload.task).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Why a reload task ended without an outcome, with the panic's text when it has one.
+fn task_failure(error: JoinError) -> String {
+    if !error.is_panic() {
+        return "the reload task was cancelled".to_owned();
+    }
+    let payload = error.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(the panic carried no text)".to_owned());
+    format!("the loader panicked: {text}")
+}
+
+/// Feeds the service manager's watchdog every half interval, but only while [`health::assess`] says the loop
+/// is alive; each tick also nudges the loop, so that a loop that still turns always has a recent turn.
+async fn watchdog(
+    notifier: Arc<dyn Notifier>,
+    interval: Duration,
+    heartbeat: Arc<Mutex<Heartbeat>>,
+    nudge: Arc<Notify>,
+) {
+    let mut timer = tokio::time::interval(interval / 2);
+    let mut withheld = false;
+    loop {
+        timer.tick().await;
+        let beat = match heartbeat.lock() {
+            Ok(beat) => *beat,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        let health = health::assess(Pulse {
+            now: Instant::now().into_std(),
+            last_turn: beat.last_turn,
+            interval,
+            reload_deadline: beat.reload_deadline,
+        });
+        match health {
+            Health::Alive => {
+                if std::mem::take(&mut withheld) {
+                    tracing::info!("healthy again: feeding the watchdog");
+                }
+                notifier.notify(Notification::Watchdog);
+            }
+            Health::ReloadStuck { overdue_by } if !withheld => {
+                withheld = true;
+                tracing::error!(
+                    overdue_ms = overdue_by.as_millis() as u64,
+                    "withholding the watchdog ping: a reload is stuck past its deadline"
+                );
+            }
+            Health::LoopStalled { silent_for } if !withheld => {
+                withheld = true;
+                tracing::error!(
+                    silent_ms = silent_for.as_millis() as u64,
+                    "withholding the watchdog ping: the owner loop has not turned"
+                );
+            }
+            _ => {}
+        }
+        nudge.notify_one();
     }
 }

@@ -65,14 +65,17 @@ macro_rules! with_status_fields {
                 "EventsCoalesced" events_coalesced: u64,
                 /// Uevents that could not be parsed (counted and skipped).
                 "EventsMalformed" events_malformed: u64,
-                /// Uevents the kernel dropped because the socket buffer overflowed (a fresh snapshot follows).
-                "EventsLost" events_lost: u64,
+                /// Times the uevent socket overflowed (ENOBUFS); each lost an unknown number of uevents, and a fresh
+                /// snapshot followed.
+                "UeventOverflows" uevent_overflows: u64,
                 /// Successful crash kernel reloads.
                 "Reloads" reloads: u64,
                 /// Failed reload attempts.
                 "ReloadsFailed" reloads_failed: u64,
                 /// Debounced bursts that needed no reload (nothing changed, or the kernel updates the header).
                 "ReloadsSkipped" reloads_skipped: u64,
+                /// Reloads still running at `daemon.reload_timeout_ms` (reported, not aborted).
+                "ReloadsTimedOut" reloads_timed_out: u64,
                 /// When the last successful reload ended, in µs since the epoch (realtime); 0 = none yet.
                 "LastReloadUsec" last_reload_usec: u64,
                 /// How long the last reload attempt took, in µs.
@@ -83,6 +86,11 @@ macro_rules! with_status_fields {
                 "LastError" last_error: String,
                 /// What loads the crash kernel, e.g. `kexec_file_load` or the distribution's command.
                 "Loader" loader: String,
+                /// The crash kernel the daemon reloads (the distribution's plan) and the loader chosen for it.
+                "CrashKernelPlan" crash_kernel_plan: String,
+                /// The mask standing in for the distribution's hotplug rule (host path; several joined by `, `);
+                /// empty = none.
+                "MaskedRule" masked_rule: String,
             }
             constant_properties {
                 /// The daemon's version.
@@ -266,8 +274,8 @@ impl Status {
     /// One line for sd_notify's STATUS= and the live display; the owner loop keeps it in [`Status::summary`].
     pub fn summary_line(&self) -> String {
         let mut line = format!(
-            "{}{}: ranges {}, crash kernel {}, events {} ({} coalesced, {} malformed, {} lost), reloads {} ({} failed, \
-             {} skipped)",
+            "{}{}: ranges {}, crash kernel {}, events {} ({} coalesced, {} malformed, {} overflows), reloads {} ({} failed, \
+             {} skipped, {} timed out)",
             self.state.as_str(),
             if self.paused { " (paused)" } else { "" },
             self.range_count,
@@ -275,10 +283,11 @@ impl Status {
             self.events_seen,
             self.events_coalesced,
             self.events_malformed,
-            self.events_lost,
+            self.uevent_overflows,
             self.reloads,
             self.reloads_failed,
             self.reloads_skipped,
+            self.reloads_timed_out,
         );
         if !self.last_error.is_empty() {
             line.push_str("; last error: ");
@@ -301,6 +310,11 @@ pub enum BusSignal {
     KernelBufferTooSmall {
         needed: u64,
         capacity: u64,
+    },
+    /// A reload has run past `daemon.reload_timeout_ms` and is still running.
+    ReloadTimedOut {
+        reason: String,
+        timeout_usec: u64,
     },
 }
 
@@ -329,7 +343,7 @@ mod tests {
             state: State::Backoff,
             paused: true,
             range_count: 7,
-            events_lost: 3,
+            uevent_overflows: 3,
             cpus: "0-3".into(),
             summary: "backoff".into(),
             version: "9.9".into(),
@@ -351,7 +365,7 @@ mod tests {
         }
         assert_eq!(&*dict["State"], &Value::from("backoff"));
         assert_eq!(&*dict["RangeCount"], &Value::from(7u32));
-        assert_eq!(&*dict["EventsLost"], &Value::from(3u64));
+        assert_eq!(&*dict["UeventOverflows"], &Value::from(3u64));
         assert_eq!(&*dict["Paused"], &Value::from(true));
     }
 
@@ -419,7 +433,7 @@ mod tests {
         };
         let line = status.summary_line();
         assert!(line.starts_with("backoff (paused): ranges 7,"), "{line}");
-        assert!(line.contains("0 malformed, 3 lost"), "{line}");
+        assert!(line.contains("0 malformed, 3 overflows"), "{line}");
         assert!(
             line.ends_with("; last error: reload failed: EBUSY"),
             "{line}"

@@ -168,13 +168,13 @@ fn status_text(s: &Status, now: SystemTime) -> String {
     let _ = writeln!(out, "memory ranges: {}; {capacity}", s.range_count);
     let _ = writeln!(
         out,
-        "events:        {} seen, {} coalesced, {} malformed, {} lost",
-        s.events_seen, s.events_coalesced, s.events_malformed, s.events_lost,
+        "events:        {} seen, {} coalesced, {} malformed, {} socket overflows",
+        s.events_seen, s.events_coalesced, s.events_malformed, s.uevent_overflows,
     );
     let _ = writeln!(
         out,
-        "reloads:       {} ({} failed, {} skipped) with {}",
-        s.reloads, s.reloads_failed, s.reloads_skipped, s.loader,
+        "reloads:       {} ({} failed, {} skipped, {} timed out) with {}",
+        s.reloads, s.reloads_failed, s.reloads_skipped, s.reloads_timed_out, s.loader,
     );
     if s.last_reload_usec == 0 {
         let _ = writeln!(out, "last reload:   none since the daemon started");
@@ -189,6 +189,12 @@ fn status_text(s: &Status, now: SystemTime) -> String {
             s.last_reload_reason,
         );
     }
+    let masked = if s.masked_rule.is_empty() {
+        "none masked".to_owned()
+    } else {
+        format!("masked by {}", s.masked_rule)
+    };
+    let _ = writeln!(out, "distro rule:   {masked}");
     let error = if s.last_error.is_empty() {
         "none"
     } else {
@@ -242,6 +248,8 @@ mod tests {
             kernel_range_capacity: 8192,
             events_seen: 7,
             reloads: 2,
+            reloads_timed_out: 1,
+            masked_rule: "/run/udev/rules.d/98-kexec.rules".into(),
             last_reload_usec: 1_795_591_845_000_000,
             last_reload_duration_usec: 250_000,
             last_reload_reason: "memory changed".into(),
@@ -257,6 +265,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("events:        7 seen"), "{text}");
+        assert!(
+            text.contains("reloads:       2 (0 failed, 0 skipped, 1 timed out)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("distro rule:   masked by /run/udev/rules.d/98-kexec.rules"),
+            "{text}"
+        );
         assert!(
             text.contains("2026-11-25 07:30:45 UTC (10 s ago), took 250 ms: memory changed"),
             "{text}"

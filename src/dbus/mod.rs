@@ -48,11 +48,19 @@ pub enum ServeError {
         #[source]
         source: zbus::Error,
     },
-    #[error("cannot own the name {BUS_NAME} on the {bus} (another instance has it, or the bus policy forbids it)")]
+    #[error("cannot own the name {BUS_NAME} on the {bus} (the bus policy forbids it?)")]
     Name {
         bus: String,
         #[source]
         source: zbus::Error,
+    },
+    /// Another process owns the name: a second instance must not run.
+    #[error("another kdump-hotplugd is running: {owner}{pid} owns {BUS_NAME} on the {bus}", pid = .pid.map_or(String::new(), |pid| format!(" (pid {pid})")))]
+    NameTaken {
+        bus: String,
+        /// The owner's unique name (`:1.42`), or why it could not be asked.
+        owner: String,
+        pid: Option<u32>,
     },
     #[error("cannot reach the served object")]
     Object(#[source] zbus::Error),
@@ -61,9 +69,10 @@ pub enum ServeError {
 /// Serves the object on `bus` and owns [`BUS_NAME`]; returns the connection (drop it to leave the bus), or
 /// `None` for [`BusAddress::None`].
 ///
-/// The object is registered before the name is requested, so whoever sees the name can call it at once. Call
-/// it from inside the tokio runtime once the daemon's `run` has been spawned: the loop publishes its first
-/// snapshot at once, and the connection's handshake takes longer, so the first reader sees real values.
+/// The object is registered before the name is requested, so whoever sees the name can call it at once. The
+/// name is requested with DoNotQueue: when another process owns it, this fails with
+/// [`ServeError::NameTaken`] naming the owner, instead of waiting in the bus's queue to become a second live
+/// instance later. Prime the daemon first (its first snapshot), so the first reader sees real values.
 /// The two publishing tasks end by themselves when the daemon stops.
 pub async fn serve(
     handle: DaemonHandle,
@@ -84,21 +93,28 @@ pub async fn serve(
     let object = Hotplug1::new(handle.clone());
     let connection = builder
         .and_then(|b| b.serve_at(OBJECT_PATH, object))
-        .and_then(|b| b.name(BUS_NAME))
         .map_err(connect_error)?
         .build()
         .await
-        .map_err(|source| match source {
-            // RequestName is the only call the builder makes that the bus answers with an error (Hello
-            // aside, which fails only on a broken bus): tell it apart for the message.
-            zbus::Error::NameTaken | zbus::Error::FDO(_) | zbus::Error::MethodError(..) => {
-                ServeError::Name {
-                    bus: bus_name.clone(),
-                    source,
-                }
-            }
-            source => connect_error(source),
-        })?;
+        .map_err(connect_error)?;
+    let flags = zbus::fdo::RequestNameFlags::DoNotQueue.into();
+    match connection.request_name_with_flags(BUS_NAME, flags).await {
+        Ok(_) => {}
+        Err(zbus::Error::NameTaken) => {
+            let (owner, pid) = name_owner(&connection).await;
+            return Err(ServeError::NameTaken {
+                bus: bus_name,
+                owner,
+                pid,
+            });
+        }
+        Err(source) => {
+            return Err(ServeError::Name {
+                bus: bus_name,
+                source,
+            })
+        }
+    }
     let object = connection
         .object_server()
         .interface::<_, Hotplug1>(OBJECT_PATH)
@@ -114,4 +130,23 @@ pub async fn serve(
     ));
     tracing::info!(name = BUS_NAME, bus = %bus_name, "serving on D-Bus");
     Ok(Some(connection))
+}
+
+/// Who owns [`BUS_NAME`]: its unique name and, when the bus says, its pid (GetConnectionUnixProcessID).
+async fn name_owner(connection: &zbus::Connection) -> (String, Option<u32>) {
+    let proxy = match zbus::fdo::DBusProxy::new(connection).await {
+        Ok(proxy) => proxy,
+        Err(error) => return (format!("a process (cannot ask the bus: {error})"), None),
+    };
+    let name = zbus::names::WellKnownName::from_static_str_unchecked(BUS_NAME);
+    let owner = match proxy.get_name_owner(name.into()).await {
+        Ok(owner) => owner,
+        // It went away between the two calls.
+        Err(error) => return (format!("a process (GetNameOwner: {error})"), None),
+    };
+    let pid = proxy
+        .get_connection_unix_process_id((&owner).into())
+        .await
+        .ok();
+    (owner.to_string(), pid)
 }

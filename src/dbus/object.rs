@@ -191,6 +191,15 @@ crate::daemon::with_status_fields!(hotplug1_interface! {
         needed: u32,
         capacity: u32,
     ) -> zbus::Result<()>;
+
+    /// A reload has run past `daemon.reload_timeout_ms` (`timeout_usec`) and is still running; `reason` is
+    /// why it started. A `ReloadFinished` follows if it ever ends.
+    #[zbus(signal)]
+    async fn reload_timed_out(
+        emitter: &SignalEmitter<'_>,
+        reason: &str,
+        timeout_usec: u64,
+    ) -> zbus::Result<()>;
 });
 
 /// Emits one `PropertiesChanged` per published status change, naming every property whose value differs.
@@ -244,6 +253,10 @@ pub(super) async fn publish_signals(
                 )
                 .await
             }
+            Ok(BusSignal::ReloadTimedOut {
+                reason,
+                timeout_usec,
+            }) => Hotplug1::reload_timed_out(&emitter, &reason, timeout_usec).await,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,

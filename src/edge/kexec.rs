@@ -19,126 +19,89 @@ pub const KEXEC_FILE_UNLOAD: libc::c_ulong = 0x1;
 pub const KEXEC_FILE_ON_CRASH: libc::c_ulong = 0x2;
 pub const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 0x4;
 
-/// The kernel, initrd and command line of the crash kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The kernel, initrd, command line and kexec-tools options of the crash kernel: the distro's plan
+/// (`core::plan`) with `[loader]` overrides, resolved to host paths.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelPlan {
     /// Host path (already under the sysroot).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
-    /// Where each part came from, for the log (`config`, `discovered`).
+    /// The plan's kexec-tools options other than the syscall choice (`-s`/`-c`/`-a`) and `-p`, which the loader
+    /// sets itself; `kexec_file_load` from the daemon cannot honour them (see [`NativeLoader`]).
+    pub options: Vec<String>,
+    /// Where each part came from, for the log.
     pub origin: PlanOrigin,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlanOrigin {
-    pub kernel: &'static str,
-    pub initrd: &'static str,
-    pub cmdline: &'static str,
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
-    #[error(
-        "no crash kernel image: none of {tried} exists; set loader.kernel in /etc/kdump-hotplugd/config.toml"
-    )]
-    NoKernel { tried: String },
+    #[error("{service}: no plan could be derived ({why})")]
+    NoParts { service: String, why: String },
     #[error("loader.kernel {0} does not exist")]
     KernelMissing(PathBuf),
     #[error("loader.initrd {0} does not exist")]
     InitrdMissing(PathBuf),
-    #[error("cannot read the running kernel's command line: {0}")]
-    Cmdline(String),
+    #[error("the plan's crash kernel {0} does not exist")]
+    PlanKernelMissing(PathBuf),
+    #[error("the plan's initrd {0} does not exist")]
+    PlanInitrdMissing(PathBuf),
 }
 
-/// Options the crash kernel must not inherit: the reservation itself, boot-loader bookkeeping, and memory
-/// tuning sized for the full machine that cannot fit in the crash reservation.
-pub const CMDLINE_REMOVE: &[&str] = &[
-    "crashkernel",
-    "BOOT_IMAGE",
-    "initrd",
-    "hugepages",
-    "hugepagesz",
-    "default_hugepagesz",
-    "hugetlb_cma",
-    "cma",
-    "log_buf_len",
-    "swiotlb",
-    "slub_debug",
-    "nr_cpus",
-    "maxcpus",
-    "kfence.sample_interval",
+/// kexec-tools options the loaders set themselves: the syscall choice and the crash-load flag.
+const LOADER_OWNED_OPTIONS: &[&str] = &[
+    "-p",
+    "--load-panic",
+    "-s",
+    "--kexec-file-syscall",
+    "-c",
+    "--kexec-syscall",
+    "-a",
+    "--kexec-syscall-auto",
 ];
 
-/// What a dump kernel wants: reset devices the crashed kernel left running, poll interrupts that may never be
-/// routed, one CPU, and no large memory carve-outs.
-pub const CMDLINE_APPEND: &[&str] = &[
-    "reset_devices",
-    "irqpoll",
-    "nr_cpus=1",
-    "cma=0",
-    "hugetlb_cma=0",
-];
-
-/// The crash kernel's command line from the running one: drops [`CMDLINE_REMOVE`] and appends
-/// [`CMDLINE_APPEND`]. Arguments after `--` belong to init and stay last.
-pub fn crash_cmdline(running: &str) -> String {
-    let words: Vec<&str> = running.split_whitespace().collect();
-    let split = words.iter().position(|w| *w == "--").unwrap_or(words.len());
-    let (kernel_args, init_args) = words.split_at(split);
-    let mut out: Vec<&str> = kernel_args
-        .iter()
-        .copied()
-        .filter(|word| {
-            let name = word.split_once('=').map_or(*word, |(name, _)| name);
-            !CMDLINE_REMOVE.contains(&name)
-        })
-        .collect();
-    out.extend(CMDLINE_APPEND);
-    out.extend(init_args);
-    out.join(" ")
+fn sources(from: &[crate::core::plan::Source]) -> String {
+    from.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// Crash kernel images to try, in order, for kernel `release`.
-pub fn kernel_candidates(release: &str) -> Vec<String> {
-    vec![
-        format!("/boot/vmlinuz-{release}"),
-        format!("/boot/vmlinux-{release}"),
-        "/boot/vmlinuz".to_owned(),
-    ]
+/// A plan path on the host: the distros' tools load through symlinks (`/var/lib/kdump/vmlinuz` points at
+/// `/boot/vmlinuz-<release>`), which must be followed inside the sysroot, not on the host running a fixture.
+fn inside(sysroot: &Sysroot, path: &str) -> Option<PathBuf> {
+    crate::host::plan_inputs::resolve(sysroot.root(), path)
 }
 
-/// The distributions' dedicated kdump initrds first (they hold the dump-saving logic), then the boot initrd.
-pub fn initrd_candidates(release: &str) -> Vec<String> {
-    vec![
-        // Debian/Ubuntu kdump-tools
-        format!("/var/lib/kdump/initrd.img-{release}"),
-        "/var/lib/kdump/initrd.img".to_owned(),
-        // Fedora/RHEL kdump-utils
-        format!("/boot/initramfs-{release}kdump.img"),
-        // SUSE kdump
-        format!("/boot/initrd-{release}-kdump"),
-        "/var/lib/kdump/initrd".to_owned(),
-        // The boot initrd: boots, but has no dump-saving logic of its own.
-        format!("/boot/initrd.img-{release}"),
-        format!("/boot/initramfs-{release}.img"),
-        format!("/boot/initrd-{release}"),
-    ]
-}
-
-/// The running kernel's release: `/proc/sys/kernel/osrelease` under the sysroot, else uname(2).
-pub fn kernel_release(sysroot: &Sysroot) -> String {
-    if let Ok(Some(text)) = sysroot.read_optional("/proc/sys/kernel/osrelease") {
-        return text.trim().to_owned();
-    }
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Builds the plan from the config, discovering what it leaves unset.
-pub fn plan(settings: &LoaderSettings, sysroot: &Sysroot) -> Result<KernelPlan, PlanError> {
-    let release = kernel_release(sysroot);
+/// The plan to load: the distro's `plan` with the `[loader]` keys set in `settings` overriding each part.
+pub fn kernel_plan(
+    plan: &crate::core::plan::Plan,
+    settings: &LoaderSettings,
+    sysroot: &Sysroot,
+) -> Result<KernelPlan, PlanError> {
+    let Some(parts) = &plan.parts else {
+        let why = plan
+            .findings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(PlanError::NoParts {
+            service: plan.service.name().to_owned(),
+            why: if why.is_empty() {
+                "nothing to load".to_owned()
+            } else {
+                why
+            },
+        });
+    };
     let mut origin = PlanOrigin::default();
     let kernel = match &settings.kernel {
         Some(path) => {
@@ -146,19 +109,17 @@ pub fn plan(settings: &LoaderSettings, sysroot: &Sysroot) -> Result<KernelPlan, 
             if !host.exists() {
                 return Err(PlanError::KernelMissing(path.clone()));
             }
-            origin.kernel = "config";
+            origin.kernel = "config: loader.kernel".to_owned();
             host
         }
         None => {
-            let candidates = kernel_candidates(&release);
-            let found = candidates.iter().find(|c| sysroot.exists(c));
-            let Some(found) = found else {
-                return Err(PlanError::NoKernel {
-                    tried: candidates.join(", "),
-                });
+            let Some(host) = inside(sysroot, &parts.kernel.value) else {
+                return Err(PlanError::PlanKernelMissing(PathBuf::from(
+                    &parts.kernel.value,
+                )));
             };
-            origin.kernel = "discovered";
-            sysroot.path(found)
+            origin.kernel = sources(&parts.kernel.from);
+            host
         }
     };
     let initrd = match &settings.initrd {
@@ -167,34 +128,45 @@ pub fn plan(settings: &LoaderSettings, sysroot: &Sysroot) -> Result<KernelPlan, 
             if !host.exists() {
                 return Err(PlanError::InitrdMissing(path.clone()));
             }
-            origin.initrd = "config";
+            origin.initrd = "config: loader.initrd".to_owned();
             Some(host)
         }
-        None => {
-            origin.initrd = "discovered";
-            initrd_candidates(&release)
-                .iter()
-                .find(|c| sysroot.exists(c))
-                .map(|c| sysroot.path(c))
-        }
+        None => match &parts.initrd.value {
+            Some(path) => {
+                let Some(host) = inside(sysroot, path) else {
+                    return Err(PlanError::PlanInitrdMissing(PathBuf::from(path)));
+                };
+                origin.initrd = sources(&parts.initrd.from);
+                Some(host)
+            }
+            None => {
+                origin.initrd = sources(&parts.initrd.from);
+                None
+            }
+        },
     };
     let cmdline = match &settings.cmdline {
         Some(cmdline) => {
-            origin.cmdline = "config";
+            origin.cmdline = "config: loader.cmdline".to_owned();
             cmdline.clone()
         }
         None => {
-            origin.cmdline = "derived from /proc/cmdline";
-            let running = sysroot
-                .read_to_string("/proc/cmdline")
-                .map_err(|e| PlanError::Cmdline(e.to_string()))?;
-            crash_cmdline(&running)
+            origin.cmdline = sources(&parts.cmdline.from);
+            parts.cmdline.value.clone()
         }
     };
+    let options = parts
+        .kexec_options
+        .value
+        .iter()
+        .filter(|o| !LOADER_OWNED_OPTIONS.contains(&o.as_str()))
+        .cloned()
+        .collect();
     Ok(KernelPlan {
         kernel,
         initrd,
         cmdline,
+        options,
         origin,
     })
 }
@@ -386,8 +358,10 @@ pub enum KexecToolsMode {
     Load,
 }
 
-/// The argv after the program name.
-pub fn kexec_tools_args(plan: &KernelPlan, mode: KexecToolsMode) -> Vec<String> {
+/// The argv after the program name: the syscall choice, `-p`, the plan's own options, `--hotplug` when asked
+/// for (kexec_load only: the kernel then updates the header in place, `KEXEC_UPDATE_ELFCOREHDR`), then kernel,
+/// initrd and command line.
+pub fn kexec_tools_args(plan: &KernelPlan, mode: KexecToolsMode, hotplug: bool) -> Vec<String> {
     let mut args = vec![
         match mode {
             KexecToolsMode::FileLoad => "-s",
@@ -395,8 +369,12 @@ pub fn kexec_tools_args(plan: &KernelPlan, mode: KexecToolsMode) -> Vec<String> 
         }
         .to_owned(),
         "-p".to_owned(),
-        plan.kernel.display().to_string(),
     ];
+    args.extend(plan.options.iter().cloned());
+    if hotplug && mode == KexecToolsMode::Load {
+        args.push("--hotplug".to_owned());
+    }
+    args.push(plan.kernel.display().to_string());
     if let Some(initrd) = &plan.initrd {
         args.push(format!("--initrd={}", initrd.display()));
     }
@@ -419,6 +397,7 @@ pub struct KexecToolsLoader {
     plan: KernelPlan,
     mode: KexecToolsMode,
     timeout: Duration,
+    hotplug: bool,
 }
 
 impl KexecToolsLoader {
@@ -433,12 +412,19 @@ impl KexecToolsLoader {
             plan,
             mode,
             timeout,
+            hotplug: false,
         }
+    }
+
+    /// Ask the kernel to update the loaded header in place on hotplug (`kexec -c -p --hotplug`).
+    pub fn with_hotplug(mut self, hotplug: bool) -> Self {
+        self.hotplug = hotplug;
+        self
     }
 
     fn command_line(&self) -> String {
         let mut line = self.program.display().to_string();
-        for arg in kexec_tools_args(&self.plan, self.mode) {
+        for arg in kexec_tools_args(&self.plan, self.mode, self.hotplug) {
             line.push(' ');
             line.push_str(&arg);
         }
@@ -448,19 +434,21 @@ impl KexecToolsLoader {
 
 impl Loader for KexecToolsLoader {
     fn name(&self) -> String {
-        match self.mode {
-            KexecToolsMode::FileLoad => "kexec -s -p".to_owned(),
-            KexecToolsMode::Load => "kexec -c -p".to_owned(),
+        match (self.mode, self.hotplug) {
+            (KexecToolsMode::FileLoad, _) => "kexec -s -p".to_owned(),
+            (KexecToolsMode::Load, false) => "kexec -c -p".to_owned(),
+            (KexecToolsMode::Load, true) => "kexec -c -p --hotplug".to_owned(),
         }
     }
 
     fn load(&self, request: LoadRequest) -> BoxFuture<Result<LoadReport, LoadError>> {
         let mut command = tokio::process::Command::new(&self.program);
-        command.args(kexec_tools_args(&self.plan, self.mode));
+        command.args(kexec_tools_args(&self.plan, self.mode, self.hotplug));
         let name = self.name();
         let line = self.command_line();
         let timeout = self.timeout;
         let mode = self.mode;
+        let hotplug = self.hotplug;
         Box::pin(async move {
             if mode == KexecToolsMode::FileLoad && request.method == LoaderChoice::KexecLoad {
                 return Err(LoadError {
@@ -473,7 +461,7 @@ impl Loader for KexecToolsLoader {
                 .await
                 .map_err(kexec_tools_retry)?;
             let mut detail = output;
-            if mode == KexecToolsMode::Load {
+            if mode == KexecToolsMode::Load && !hotplug {
                 let note =
                     "loaded with kexec_load: the kernel no longer updates this header on hotplug, \
                             later changes need reloads again";
@@ -501,23 +489,9 @@ mod tests {
             kernel: PathBuf::from("/boot/vmlinuz-6.12"),
             initrd: initrd.map(PathBuf::from),
             cmdline: "root=/dev/vda ro reset_devices".into(),
+            options: Vec::new(),
             origin: PlanOrigin::default(),
         }
-    }
-
-    #[test]
-    fn crash_cmdline_drops_reservation_and_tuning_and_keeps_init_args_last() {
-        assert_eq!(
-            crash_cmdline(
-                "BOOT_IMAGE=/vmlinuz-6.12 root=UUID=1 ro crashkernel=256M quiet hugepages=64 nr_cpus=8 \
-                 console=ttyS0 -- --init-arg\n"
-            ),
-            "root=UUID=1 ro quiet console=ttyS0 reset_devices irqpoll nr_cpus=1 cma=0 hugetlb_cma=0 -- --init-arg"
-        );
-        assert_eq!(
-            crash_cmdline(""),
-            "reset_devices irqpoll nr_cpus=1 cma=0 hugetlb_cma=0"
-        );
     }
 
     #[test]
@@ -589,7 +563,7 @@ mod tests {
     fn kexec_tools_arguments_for_both_modes() {
         let plan = plan_with(Some("/boot/initrd.img"));
         assert_eq!(
-            kexec_tools_args(&plan, KexecToolsMode::FileLoad),
+            kexec_tools_args(&plan, KexecToolsMode::FileLoad, true),
             [
                 "-s",
                 "-p",
@@ -599,7 +573,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            kexec_tools_args(&plan_with(None), KexecToolsMode::Load),
+            kexec_tools_args(&plan_with(None), KexecToolsMode::Load, false),
             [
                 "-c",
                 "-p",
@@ -607,62 +581,86 @@ mod tests {
                 "--command-line=root=/dev/vda ro reset_devices"
             ]
         );
+        let mut plan = plan_with(None);
+        plan.options = vec!["--console-serial".into()];
+        assert_eq!(
+            kexec_tools_args(&plan, KexecToolsMode::Load, true),
+            [
+                "-c",
+                "-p",
+                "--console-serial",
+                "--hotplug",
+                "/boot/vmlinuz-6.12",
+                "--command-line=root=/dev/vda ro reset_devices"
+            ]
+        );
     }
 
-    fn touch(root: &Path, path: &str) {
-        let full = root.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, "x").unwrap();
+    fn debian_plan() -> crate::core::plan::Plan {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plan-debian");
+        crate::host::plan_inputs::read_and_plan(Path::new(root)).1
     }
 
     #[test]
-    fn plan_discovers_kernel_kdump_initrd_and_cmdline_under_the_sysroot() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
-        std::fs::write(root.join("proc/sys/kernel/osrelease"), "6.12.0-test\n").unwrap();
-        std::fs::write(
-            root.join("proc/cmdline"),
-            "root=/dev/vda crashkernel=256M\n",
-        )
-        .unwrap();
-        let sysroot = Sysroot::new(root);
-        let settings = LoaderSettings::default();
-        assert!(matches!(
-            plan(&settings, &sysroot),
-            Err(PlanError::NoKernel { tried }) if tried.contains("/boot/vmlinuz-6.12.0-test")
+    fn the_kernel_plan_is_the_distros_with_config_overrides() {
+        let root = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/plan-debian"
         ));
-        touch(root, "/boot/vmlinuz-6.12.0-test");
-        touch(root, "/boot/initrd.img-6.12.0-test");
-        let boot = plan(&settings, &sysroot).unwrap();
-        assert_eq!(boot.kernel, root.join("boot/vmlinuz-6.12.0-test"));
-        assert_eq!(boot.initrd, Some(root.join("boot/initrd.img-6.12.0-test")));
+        let sysroot = Sysroot::new(root);
+        let plan = debian_plan();
+        let kernel = kernel_plan(&plan, &LoaderSettings::default(), &sysroot).unwrap();
+        // kdump-tools' symlinks, followed inside the sysroot.
+        assert_eq!(kernel.kernel, root.join("boot/vmlinuz-6.1.0-37-amd64"));
         assert_eq!(
-            boot.cmdline,
-            "root=/dev/vda reset_devices irqpoll nr_cpus=1 cma=0 hugetlb_cma=0"
+            kernel.initrd,
+            Some(root.join("var/lib/kdump/initrd.img-6.1.0-37-amd64"))
         );
-        // The distribution's kdump initrd wins over the boot one.
-        touch(root, "/var/lib/kdump/initrd.img-6.12.0-test");
-        assert_eq!(
-            plan(&settings, &sysroot).unwrap().initrd,
-            Some(root.join("var/lib/kdump/initrd.img-6.12.0-test"))
+        assert!(
+            kernel
+                .cmdline
+                .ends_with("reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb"),
+            "{}",
+            kernel.cmdline
         );
-        let configured = LoaderSettings {
+        // kdump-tools' own `-p` is the loader's to set.
+        assert!(kernel.options.is_empty(), "{:?}", kernel.options);
+        assert!(
+            kernel.origin.kernel.contains("KDUMP_KERNEL"),
+            "{}",
+            kernel.origin.kernel
+        );
+        let overridden = LoaderSettings {
+            cmdline: Some("console=ttyS0".into()),
+            ..LoaderSettings::default()
+        };
+        let kernel = kernel_plan(&plan, &overridden, &sysroot).unwrap();
+        assert_eq!(kernel.cmdline, "console=ttyS0");
+        assert_eq!(kernel.origin.cmdline, "config: loader.cmdline");
+        let missing = LoaderSettings {
             kernel: Some(PathBuf::from("/boot/missing")),
             ..LoaderSettings::default()
         };
         assert_eq!(
-            plan(&configured, &sysroot),
+            kernel_plan(&plan, &missing, &sysroot),
             Err(PlanError::KernelMissing(PathBuf::from("/boot/missing")))
         );
-        let configured = LoaderSettings {
-            kernel: Some(PathBuf::from("/boot/vmlinuz-6.12.0-test")),
-            cmdline: Some("console=ttyS0".into()),
-            ..LoaderSettings::default()
-        };
-        let from_config = plan(&configured, &sysroot).unwrap();
-        assert_eq!(from_config.cmdline, "console=ttyS0");
-        assert_eq!(from_config.origin.kernel, "config");
+    }
+
+    #[test]
+    fn a_plan_without_parts_is_an_error_naming_the_service() {
+        let mut plan = debian_plan();
+        plan.parts = None;
+        let root = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/plan-debian"
+        ));
+        let error =
+            kernel_plan(&plan, &LoaderSettings::default(), &Sysroot::new(root)).unwrap_err();
+        assert!(
+            error.to_string().starts_with("Debian/Ubuntu kdump-tools: "),
+            "{error}"
+        );
     }
 }
 
@@ -683,6 +681,7 @@ mod syscall_tests {
             kernel: PathBuf::from("/proc/self/exe"),
             initrd: None,
             cmdline: "console=ttyS0".into(),
+            options: Vec::new(),
             origin: PlanOrigin::default(),
         };
         let request = LoadRequest {

@@ -1,15 +1,18 @@
 //! Edges: thin adapters behind traits, each with a simulated twin. The owner loop only sees these traits.
 
 pub mod command;
+pub mod instance_lock;
 pub mod kexec;
 pub mod kmsg_reader;
 pub mod notify;
+pub mod rule_mask;
 pub mod signals;
 pub mod uevent_source;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::core::rule_mask::{Action, Found};
 use crate::messages::UeventSender;
 pub use crate::messages::{LoadError, LoadReport, LoadRequest, Notification};
 
@@ -55,4 +58,39 @@ pub struct NoNotifier;
 
 impl Notifier for NoNotifier {
     fn notify(&self, _: Notification) {}
+}
+
+/// A file in the udev rules directories could not be read or changed (`path` is the host path).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct RuleFileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// What [`RuleFiles::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The file no longer carries the daemon's marker (someone replaced it since the survey): left alone.
+    NotOurs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdevReload {
+    /// udevd has read its rules again.
+    Reloaded,
+    /// No udevd listens; it reads every rule when it starts.
+    NotRunning,
+}
+
+/// The udev rules directories, for standing in for the distribution's hotplug rule
+/// ([`crate::core::rule_mask`] decides what to change).
+pub trait RuleFiles: Send + Sync + 'static {
+    /// What exists of each of [`crate::core::rule_mask::DISTRO_RULES`].
+    fn survey(&self) -> Result<Vec<Found>, RuleFileError>;
+    /// Carries out one change. Removing or restoring checks again that the file is the daemon's.
+    fn apply(&self, action: &Action) -> Result<Applied, RuleFileError>;
+    /// Asks udevd to read its rules now (it would otherwise notice at a later uevent).
+    fn reload_udev(&self) -> Result<UdevReload, RuleFileError>;
 }

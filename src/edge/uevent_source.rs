@@ -94,7 +94,7 @@ fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Resu
                     would_block: true,
                 })
             }
-            Err(Errno::ENOBUFS) => batch.lost += 1,
+            Err(Errno::ENOBUFS) => batch.overflows += 1,
             Err(Errno::EINTR) => {}
             Err(error) => return Err(error),
         }
@@ -106,8 +106,8 @@ fn drain(mut receive: impl FnMut(&mut UeventBatch) -> Result<(), Errno>) -> Resu
 }
 
 /// Registers `socket` with the runtime, then waits for readiness, drains, sends non-empty batches; ends when
-/// the daemon's channel closes or on a socket error (logged: the daemon keeps running on signals and D-Bus,
-/// and says it lost its source).
+/// the daemon's channel closes, or on a socket error, which it sends to the daemon (a real host's daemon
+/// stops rather than run blind).
 async fn pump<T: AsRawFd>(
     name: &str,
     socket: T,
@@ -117,26 +117,21 @@ async fn pump<T: AsRawFd>(
     let fd: AsyncFd<T> = match super::register_readable(socket) {
         Ok(fd) => fd,
         Err(error) => {
-            tracing::error!(source = name, "{}", SourceError::Register(error));
-            events.finished().await;
+            events
+                .failed(format!("{name}: {}", SourceError::Register(error)))
+                .await;
             return;
         }
     };
-    loop {
+    let error = loop {
         let mut guard = match fd.readable().await {
             Ok(guard) => guard,
-            Err(error) => {
-                tracing::error!(source = name, %error, "uevent source failed");
-                break;
-            }
+            Err(error) => break format!("{name}: waiting for uevents: {error}"),
         };
         let drained = drain(|batch| receive(guard.get_inner(), batch));
         let drained = match drained {
             Ok(drained) => drained,
-            Err(error) => {
-                tracing::error!(source = name, %error, "reading uevents failed");
-                break;
-            }
+            Err(error) => break format!("{name}: reading uevents: {error}"),
         };
         if drained.would_block {
             guard.clear_ready();
@@ -144,8 +139,8 @@ async fn pump<T: AsRawFd>(
         if !drained.batch.is_empty() && events.batch(drained.batch).await.is_err() {
             return;
         }
-    }
-    events.finished().await;
+    };
+    events.failed(error).await;
 }
 
 /// The kernel's uevent netlink group, read directly (`NETLINK_KOBJECT_UEVENT`, group 1): works without udevd.
@@ -377,7 +372,7 @@ mod tests {
         })
         .unwrap();
         assert!(drained.would_block);
-        assert_eq!(drained.batch.lost, 1);
+        assert_eq!(drained.batch.overflows, 1);
         assert_eq!(drained.batch.events.len(), 1);
     }
 

@@ -1,5 +1,6 @@
 //! Readers of the host's state. Every path goes through [`sysroot::Sysroot`], so each reader runs against a
 //! fixture tree as well as against `/`.
 
+pub mod plan_inputs;
 pub mod snapshot;
 pub mod sysroot;

@@ -8,6 +8,7 @@
 //! each change unless it no longer fits the buffer sized at load time, which it only logs (kernel/crash_core.c,
 //! arch/x86/kernel/crash.c).
 
+pub mod rules;
 pub mod run;
 
 use std::collections::{BTreeSet, HashMap};
@@ -96,6 +97,8 @@ pub struct LoaderBehaviour {
     pub delay: Duration,
     /// Fail this many loads (retryably) before succeeding.
     pub failures: u32,
+    /// Panic in this many loads (after any failures) before succeeding: a loader bug, as the daemon sees it.
+    pub panics: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -125,6 +128,7 @@ impl Scenario {
             loader: LoaderBehaviour {
                 delay: Duration::from_millis(200),
                 failures: 0,
+                panics: 0,
             },
             batch_size: 256,
             batch_interval: Duration::from_millis(1),
@@ -170,7 +174,7 @@ impl Scenario {
                 vec![Step::AddCpus(2), Step::Pause(Duration::from_secs(3)), Step::RemoveCpus(1)],
             ),
             Scenario {
-                loader: LoaderBehaviour { delay: Duration::from_secs(3), failures: 0 },
+                loader: LoaderBehaviour { delay: Duration::from_secs(3), failures: 0, panics: 0 },
                 ..Scenario::new(
                     "slow-loader",
                     "uevents keep arriving while a slow (3 s) reload is in flight: exactly one follow-up reload",
@@ -179,7 +183,7 @@ impl Scenario {
                 )
             },
             Scenario {
-                loader: LoaderBehaviour { delay: Duration::from_millis(200), failures: 2 },
+                loader: LoaderBehaviour { delay: Duration::from_millis(200), failures: 2, panics: 0 },
                 ..Scenario::new(
                     "failing-loader",
                     "the loader fails twice: retried with backoff, the failures reported, then loaded",
@@ -732,10 +736,14 @@ impl EventSource for SimulatedHost {
 
     fn run(self: Box<Self>, events: UeventSender) -> BoxFuture<()> {
         Box::pin(async move {
-            if let Err(error) = (*self).clone().run_steps(events.clone()).await {
-                tracing::error!(%error, "simulated host failed to write its sysroot");
+            match (*self).clone().run_steps(events.clone()).await {
+                Ok(()) => events.finished().await,
+                Err(error) => {
+                    events
+                        .failed(format!("simulated host cannot write its sysroot: {error}"))
+                        .await
+                }
             }
-            events.finished().await;
         })
     }
 }
@@ -794,13 +802,20 @@ impl Loader for Arc<SimulatedLoader> {
     fn load(&self, request: LoadRequest) -> BoxFuture<Result<LoadReport, LoadError>> {
         let this = self.clone();
         Box::pin(async move {
-            let (delay, fail) = {
+            let (delay, fail, panic) = {
                 let mut behaviour = this.behaviour.lock().unwrap_or_else(|p| p.into_inner());
                 let fail = behaviour.failures > 0;
                 behaviour.failures = behaviour.failures.saturating_sub(1);
-                (behaviour.delay, fail)
+                let panic = !fail && behaviour.panics > 0;
+                if panic {
+                    behaviour.panics -= 1;
+                }
+                (behaviour.delay, fail, panic)
             };
             tokio::time::sleep(delay).await;
+            if panic {
+                panic!("simulated loader bug: index out of range");
+            }
             let record = |succeeded| LoadRecord {
                 ranges: request.ranges.len(),
                 cpus: request.cpus.len(),
@@ -839,10 +854,12 @@ impl Loader for Arc<SimulatedLoader> {
     }
 }
 
-/// Records notifications, for tests and the simulated run.
+/// Records notifications, for tests and the simulated run; asks for `WATCHDOG=1` every `watchdog` when set,
+/// as systemd's `WATCHDOG_USEC` does.
 #[derive(Default)]
 pub struct RecordingNotifier {
     pub notifications: Mutex<Vec<Notification>>,
+    pub watchdog: Option<Duration>,
 }
 
 impl Notifier for RecordingNotifier {
@@ -851,11 +868,19 @@ impl Notifier for RecordingNotifier {
             all.push(notification);
         }
     }
+
+    fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
 }
 
 impl Notifier for Arc<RecordingNotifier> {
     fn notify(&self, notification: Notification) {
         (**self).notify(notification)
+    }
+
+    fn watchdog_interval(&self) -> Option<Duration> {
+        (**self).watchdog_interval()
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::core::decide::LoaderChoice;
 use crate::core::model::MemRange;
-use crate::daemon::{ConfigSource, Daemon, DaemonHandle, Loaders, RunOptions, Status};
+use crate::daemon::{
+    ConfigSource, Daemon, DaemonHandle, Loaders, RunOptions, Status, WhenSourceEnds,
+};
 use crate::edge::{BoxFuture, EventSource, Notification};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
@@ -59,10 +61,14 @@ impl Simulation {
         let reader = SnapshotReader::open(Sysroot::new(host.sysroot()))?;
         let configured = host.loader(LoaderChoice::Configured);
         let kexec_load = host.loader(LoaderChoice::KexecLoad);
-        let notifier = Arc::new(RecordingNotifier::default());
+        let notifier = Arc::new(RecordingNotifier {
+            watchdog: options.watchdog,
+            ..RecordingNotifier::default()
+        });
         let loaders = Loaders {
             configured: Arc::new(configured.clone()),
             kexec_load: Arc::new(kexec_load.clone()),
+            description: "simulated crash kernel, simulated loader".to_owned(),
         };
         let (daemon, handle) = Daemon::new(
             settings,
@@ -71,7 +77,11 @@ impl Simulation {
             loaders,
             Arc::new(notifier.clone()),
             RunOptions {
-                exit_when_source_finishes: !options.keep_running,
+                when_source_ends: if options.keep_running {
+                    WhenSourceEnds::KeepRunning
+                } else {
+                    WhenSourceEnds::ExitWhenQuiet
+                },
             },
         );
         let host = host.with_kernel_log(KernelLogSender::new(handle.events.clone()));
@@ -112,7 +122,7 @@ impl Simulation {
             start,
             source: Box::new(host.clone()),
         };
-        let report = daemon.run(Box::new(source)).await;
+        let report = daemon.run(Box::new(source)).await.status;
         let mut loads = configured.records();
         loads.extend(kexec_load.records());
         let notifications = notifier
@@ -136,6 +146,8 @@ pub struct SimulationOptions {
     /// Keep the daemon running after the scenario until it is told to shut down (SIGTERM), so that D-Bus
     /// clients can still query it.
     pub keep_running: bool,
+    /// Ask for watchdog pings this often (the recording notifier's `WATCHDOG_USEC`).
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// An event source that starts its inner source only once `start` resolves.

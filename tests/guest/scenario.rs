@@ -321,7 +321,8 @@ pub struct DaemonStatus {
     pub ranges: u64,
     pub events: u64,
     pub coalesced: u64,
-    pub lost: u64,
+    /// Times the uevent socket overflowed (ENOBUFS).
+    pub overflows: u64,
     pub reloads: u64,
     pub failed: u64,
     pub skipped: u64,
@@ -336,7 +337,7 @@ pub fn parse_status(line: &str) -> Option<DaemonStatus> {
         .take(8)
         .map(|s| s.parse().ok())
         .collect::<Option<_>>()?;
-    let [ranges, events, coalesced, _malformed, lost, reloads, failed, skipped] = numbers[..]
+    let [ranges, events, coalesced, _malformed, overflows, reloads, failed, skipped] = numbers[..]
     else {
         return None;
     };
@@ -346,7 +347,7 @@ pub fn parse_status(line: &str) -> Option<DaemonStatus> {
         ranges,
         events,
         coalesced,
-        lost,
+        overflows,
         reloads,
         failed,
         skipped,
