@@ -313,7 +313,7 @@ fn whole_process(scenario: &'static str, uevents: u64, runs: u64) -> StormRuns {
             .filter(|c| c.success)
             .and_then(|cost| {
                 let report: serde_json::Value = serde_json::from_str(&cost.stdout).ok()?;
-                let reloads = report["report"]["counters"]["reloads"].as_u64()?;
+                let reloads = report["report"]["Reloads"].as_u64()?;
                 let rss_kib = if gnu_time {
                     std::fs::read_to_string(rss_file.path())
                         .ok()?

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{self, ConfigError, EventSourceKind, LoaderKind, Settings};
 use crate::core::uevent_record::Watch;
 use crate::core::{decide, loader_choice, plan};
-use crate::daemon::{Daemon, Loaders, Report, RunOptions};
+use crate::daemon::{Daemon, Loaders, RunOptions, Status};
 use crate::dbus::{self, BusAddress, ServeError};
 use crate::edge::command::CommandLoader;
 use crate::edge::instance_lock::{self, InstanceLock, LockError};
@@ -469,7 +469,7 @@ fn open_source(
 
 /// Runs the daemon on this host until SIGTERM/SIGINT; fails at once when another instance runs, and later
 /// when the event source ends.
-pub async fn run(host: Host, overrides: Overrides) -> Result<Report, ServiceError> {
+pub async fn run(host: Host, overrides: Overrides) -> Result<Status, ServiceError> {
     run_with(host, overrides, Box::new(open_source)).await
 }
 
@@ -478,7 +478,7 @@ pub async fn run_with(
     host: Host,
     overrides: Overrides,
     open: SourceOpener,
-) -> Result<Report, ServiceError> {
+) -> Result<Status, ServiceError> {
     let root = Sysroot::new(&host.sysroot);
     // First of all, before any config is read or anything loaded: one instance per host.
     let runtime_dir = host
@@ -574,7 +574,7 @@ pub async fn run_with(
     let signals = tokio::spawn(signals::forward(SignalSender::new(handle.events.clone())));
     let kernel_log =
         kernel_log.map(|log| tokio::spawn(log.follow(KernelLogSender::new(handle.events.clone()))));
-    let report = tokio::spawn(daemon.run(source))
+    let stopped = tokio::spawn(daemon.run(source))
         .await
         .map_err(|e| ServiceError::OwnerLoop(e.to_string()));
     drop(connection);
@@ -583,10 +583,10 @@ pub async fn run_with(
         task.abort();
     }
     drop(lock);
-    let report = report?;
-    match &report.source_lost {
-        Some(why) => Err(ServiceError::SourceEnded(why.clone())),
-        None => Ok(report),
+    let stopped = stopped?;
+    match stopped.source_lost {
+        Some(why) => Err(ServiceError::SourceEnded(why)),
+        None => Ok(stopped.status),
     }
 }
 

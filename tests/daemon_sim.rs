@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kdump_hotplugd::config::{ConfigError, Settings};
 use kdump_hotplugd::core::decide::LoaderChoice;
-use kdump_hotplugd::daemon::{Event, Notice, Request, State, MAX_RELOAD_WAITERS};
+use kdump_hotplugd::daemon::{BusSignal, Event, Request, State, MAX_RELOAD_WAITERS};
 use kdump_hotplugd::edge::Notification;
 use kdump_hotplugd::sim::run::{Simulation, SimulationOptions, SimulationOutcome};
 use kdump_hotplugd::sim::{LoaderBehaviour, Scenario, Step};
@@ -28,7 +28,7 @@ fn scenario(name: &str) -> Scenario {
 #[tokio::test(start_paused = true)]
 async fn a_terabyte_of_virtio_mem_is_one_reload() {
     let outcome = simulate(scenario("virtio-mem-1t")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 16_384);
     assert_eq!(c.reloads, 1);
     assert_eq!(c.reloads_failed, 0);
@@ -71,7 +71,7 @@ async fn without_the_daemon_the_simulated_dump_misses_the_new_memory() {
 #[tokio::test(start_paused = true)]
 async fn a_self_updating_kernel_needs_no_reload() {
     let outcome = simulate(scenario("self-updating")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 1024);
     assert_eq!(c.reloads, 0);
     assert_eq!(c.reloads_skipped, 1);
@@ -89,7 +89,7 @@ async fn a_self_updating_kernel_needs_no_reload() {
 #[tokio::test(start_paused = true)]
 async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
     let outcome = simulate(scenario("sparse-overflow")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.reloads, 1);
     assert!(
         c.kernel_update_failures >= 1,
@@ -109,7 +109,7 @@ async fn overflowing_the_kernel_buffer_reloads_through_kexec_load() {
 async fn a_stale_header_kernel_past_8192_ranges_reloads_with_kexec_file_load() {
     // Issue 13: a 6.1-like kernel has no crash hotplug buffer; kexec_file_load sizes its header to the ranges.
     let outcome = simulate(scenario("sparse-stale")).await;
-    assert_eq!(outcome.report.counters.reloads, 1);
+    assert_eq!(outcome.report.reloads, 1);
     assert_eq!(outcome.loads.len(), 1);
     assert_eq!(outcome.loads[0].method, LoaderChoice::Configured);
     assert_eq!(outcome.loads[0].ranges, 3 + 9_000);
@@ -127,7 +127,7 @@ async fn a_stale_header_kernel_past_8192_ranges_reloads_with_kexec_file_load() {
 #[tokio::test(start_paused = true)]
 async fn cpu_hotplug_reloads_for_each_settled_change() {
     let outcome = simulate(scenario("cpu-hotplug")).await;
-    assert_eq!(outcome.report.counters.reloads, 2);
+    assert_eq!(outcome.report.reloads, 2);
     let cpus: Vec<usize> = outcome.loads.iter().map(|l| l.cpus).collect();
     assert_eq!(cpus, vec![4, 3]);
 }
@@ -135,7 +135,7 @@ async fn cpu_hotplug_reloads_for_each_settled_change() {
 #[tokio::test(start_paused = true)]
 async fn events_during_a_slow_reload_make_exactly_one_follow_up() {
     let outcome = simulate(scenario("slow-loader")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_seen, 2 * 1024);
     assert_eq!(c.reloads, 2, "the one in flight and exactly one follow-up");
     assert!(outcome.coverage.missing().is_empty());
@@ -145,7 +145,7 @@ async fn events_during_a_slow_reload_make_exactly_one_follow_up() {
 async fn a_failing_loader_is_retried_with_backoff_and_reported() {
     let started = tokio::time::Instant::now();
     let outcome = simulate(scenario("failing-loader")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.reloads_failed, 2);
     assert_eq!(c.reloads, 1);
     assert_eq!(outcome.loads.iter().filter(|l| !l.succeeded).count(), 2);
@@ -166,7 +166,7 @@ async fn a_failing_loader_is_retried_with_backoff_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn malformed_uevents_are_counted_and_skipped() {
     let outcome = simulate(scenario("malformed")).await;
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.events_malformed, 5);
     assert_eq!(c.events_seen, 128);
     assert_eq!(c.reloads, 1);
@@ -213,7 +213,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     let mut status = handle.status.clone();
     // The plug comes and goes while paused: counted, not reloaded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while status.borrow().counters.events_seen < 64 {
+    while status.borrow().events_seen < 64 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "events never arrived"
@@ -222,11 +222,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
     }
     // The clock is paused: this advances virtual time past every debounce deadline, instantly.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        status.borrow().counters.reloads,
-        1,
-        "no reload while paused"
-    );
+    assert_eq!(status.borrow().reloads, 1, "no reload while paused");
     assert!(status.borrow().paused);
 
     let (reply, done) = oneshot::channel();
@@ -240,10 +236,7 @@ async fn a_forced_reload_replies_with_its_outcome_and_pause_defers_reloads() {
         .expect("send");
     done.await.expect("unpaused");
     let outcome = run.await.expect("daemon");
-    assert_eq!(
-        outcome.report.counters.reloads, 2,
-        "one reload follows the unpause"
-    );
+    assert_eq!(outcome.report.reloads, 2, "one reload follows the unpause");
     assert!(outcome.coverage.missing().is_empty());
 }
 
@@ -287,7 +280,7 @@ async fn a_bad_config_on_reload_is_reported_and_the_old_one_kept() {
     let outcome = run
         .await
         .expect("daemon keeps running until its source ends");
-    assert_eq!(outcome.report.counters.events_seen, 0);
+    assert_eq!(outcome.report.events_seen, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -308,11 +301,11 @@ async fn shutdown_stops_the_loop_cleanly() {
     ));
 }
 
-/// Every notice sent so far.
-fn notices(receiver: &mut broadcast::Receiver<Notice>) -> Vec<Notice> {
+/// Every bus signal sent so far.
+fn signals_heard(receiver: &mut broadcast::Receiver<BusSignal>) -> Vec<BusSignal> {
     let mut all = Vec::new();
-    while let Ok(notice) = receiver.try_recv() {
-        all.push(notice);
+    while let Ok(signal) = receiver.try_recv() {
+        all.push(signal);
     }
     all
 }
@@ -335,11 +328,11 @@ async fn a_panicking_loader_is_a_failed_reload_with_the_panic_text_and_is_retrie
     let mut s = scenario("virtio-mem-1t");
     s.loader.panics = 1;
     let simulation = Simulation::new(s, Settings::default(), default_config()).expect("simulation");
-    let mut heard = simulation.handle().notices.subscribe();
+    let mut heard = simulation.handle().bus_signals.subscribe();
     let outcome = tokio::time::timeout(Duration::from_secs(600), simulation.run())
         .await
         .expect("the loop ends: the panicked reload did not wedge it");
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     assert_eq!(c.reloads_failed, 1);
     assert_eq!(c.reloads, 1, "the retry succeeded");
     assert!(outcome.coverage.missing().is_empty());
@@ -352,10 +345,10 @@ async fn a_panicking_loader_is_a_failed_reload_with_the_panic_text_and_is_retrie
         "{:#?}",
         outcome.notifications
     );
-    let finished: Vec<_> = notices(&mut heard)
+    let finished: Vec<_> = signals_heard(&mut heard)
         .into_iter()
         .filter_map(|n| match n {
-            Notice::ReloadFinished {
+            BusSignal::ReloadFinished {
                 success, reason, ..
             } => Some((success, reason)),
             _ => None,
@@ -384,7 +377,7 @@ async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() 
     let simulation =
         Simulation::with_options(s, settings, default_config(), options).expect("simulation");
     let handle = simulation.handle();
-    let mut heard = handle.notices.subscribe();
+    let mut heard = handle.bus_signals.subscribe();
     let run = tokio::spawn(simulation.run());
 
     // Virtual time at which the reload started and at which it was reported stuck.
@@ -396,7 +389,7 @@ async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() 
         status.changed().await.expect("the loop runs");
     };
     let reported = loop {
-        if status.borrow_and_update().counters.reloads_timed_out == 1 {
+        if status.borrow_and_update().reloads_timed_out == 1 {
             break tokio::time::Instant::now();
         }
         status.changed().await.expect("the loop runs");
@@ -412,10 +405,10 @@ async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() 
         State::Reloading,
         "still waiting for it"
     );
-    let timed_out: Vec<_> = notices(&mut heard)
+    let timed_out: Vec<_> = signals_heard(&mut heard)
         .into_iter()
         .filter_map(|n| match n {
-            Notice::ReloadTimedOut {
+            BusSignal::ReloadTimedOut {
                 reason,
                 timeout_usec,
             } => Some((reason, timeout_usec)),
@@ -431,8 +424,8 @@ async fn a_stuck_reload_is_reported_at_its_deadline_and_the_watchdog_withheld() 
     assert!(!timed_out[0].0.is_empty(), "it says why the reload started");
 
     let outcome = run.await.expect("daemon");
-    assert_eq!(outcome.report.counters.reloads, 1, "it ended after all");
-    assert_eq!(outcome.report.counters.reloads_timed_out, 1);
+    assert_eq!(outcome.report.reloads, 1, "it ended after all");
+    assert_eq!(outcome.report.reloads_timed_out, 1);
     let n = &outcome.notifications;
     let position = |wanted: &dyn Fn(&Notification) -> bool| n.iter().position(wanted);
     let reloading =
@@ -493,7 +486,7 @@ async fn reload_requests_while_paused_are_answered_at_once() {
         assert_eq!(tokio::time::Instant::now(), asked);
         assert!(answer.starts_with("paused: "), "{answer}");
     }
-    assert_eq!(handle.status.borrow().counters.reloads, 0);
+    assert_eq!(handle.status.borrow().reloads, 0);
     let (reply, done) = oneshot::channel();
     handle
         .events
@@ -506,7 +499,7 @@ async fn reload_requests_while_paused_are_answered_at_once() {
     done.await.expect("unpaused");
     let outcome = run.await.expect("daemon");
     assert_eq!(
-        outcome.report.counters.reloads, 1,
+        outcome.report.reloads, 1,
         "the unpause runs the reload asked for"
     );
 }

@@ -15,7 +15,7 @@ mod distro {
 
 use distro::steps::*;
 use distro::system::{image, secs, Distro};
-use kdump_hotplugd::ranges::crash_ranges;
+use kdump_hotplugd::core::ranges::crash_ranges;
 
 /// Checks of features issue 14 brings (the crash-kernel plan, the distro rule's runtime mask, reloading
 /// kdump-tools' own kernel, initrd and command line). While a check's name is listed here, the scenarios expect
@@ -216,10 +216,10 @@ fn daemon_figures(
 
 fn coverage_figure(
     figures: &mut Figures,
-    iomem: &[kdump_hotplugd::parse::iomem::Resource],
+    iomem: &[kdump_hotplugd::core::parse::iomem::Resource],
     crash: &Crash,
 ) {
-    let expected = crash_ranges(iomem);
+    let expected = crash_ranges(iomem, &[]);
     let missing = distro::dump::missing_pages(&expected, &crash.dump.covered);
     figures.add(
         "dump_covers_gib",
@@ -294,7 +294,7 @@ fn stock() {
     // The control: the very check the daemon scenarios pass must fail here, on exactly the hot-added memory.
     let problem = coverage_problem(&iomem, &crash.dump)
         .unwrap_or_else(|| panic!("[stock] the dump check passed without the daemon"));
-    let missing = distro::dump::missing_pages(&crash_ranges(&iomem), &crash.dump.covered);
+    let missing = distro::dump::missing_pages(&crash_ranges(&iomem, &[]), &crash.dump.covered);
     assert_eq!(
         missing, hot_added,
         "the stale header must miss exactly the hot-added ranges"

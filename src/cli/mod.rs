@@ -404,7 +404,7 @@ async fn live_summary(mut status: tokio::sync::watch::Receiver<crate::daemon::St
     };
     let mut last = String::new();
     while status.changed().await.is_ok() {
-        let line = status.borrow_and_update().summary();
+        let line = status.borrow_and_update().summary.clone();
         if line != last {
             if terminal {
                 eprint!("\r\x1b[2K{line}");
@@ -434,7 +434,7 @@ fn scenario_start(hold: bool) -> std::io::Result<crate::edge::BoxFuture<()>> {
 fn client<F, Fut>(address: &str, request: F) -> ExitCode
 where
     F: FnOnce(dbus::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<String, dbus::StatusError>>,
+    Fut: std::future::Future<Output = Result<String, dbus::ClientError>>,
 {
     let bus = match BusAddress::parse(address) {
         BusAddress::None => BusAddress::System,
@@ -457,7 +457,7 @@ where
 }
 
 fn print_report(outcome: &SimulationOutcome) {
-    let c = &outcome.report.counters;
+    let c = &outcome.report;
     let missing = outcome.coverage.missing();
     println!();
     println!("== kdump-hotplugd simulation: {} ==", outcome.scenario.name);
@@ -520,7 +520,7 @@ fn print_report(outcome: &SimulationOutcome) {
 fn print_json_report(outcome: &SimulationOutcome) {
     let value = serde_json::json!({
         "scenario": outcome.scenario.name,
-        "report": outcome.report,
+        "report": outcome.report.to_json(),
         "new_ranges": outcome.new_ranges,
         "missing_from_dump": outcome.coverage.missing(),
         "loads": outcome.loads.iter().map(|l| serde_json::json!({

@@ -4,7 +4,8 @@
 pub mod rule_mask;
 mod status;
 
-pub use status::{Counters, Notice, State, Status};
+pub(crate) use status::with_status_fields;
+pub use status::{saturating_u32, BusSignal, FieldKind, State, Status, StatusField};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -118,23 +119,20 @@ enum Input {
     Nudge,
 }
 
-/// What the loop did, for the final report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
-    pub counters: Counters,
-    pub range_count: u64,
-    pub last_reload_reason: String,
-    pub last_error: String,
+/// How the loop ended: the last status it published and, on a real host, why it stopped early.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stopped {
+    pub status: Status,
     /// Why the loop stopped early because its event source ended (real hosts only).
     pub source_lost: Option<String>,
 }
 
-/// Handles for the rest of the program: send events, watch status, hear notices (D-Bus signals).
+/// Handles for the rest of the program: send events, watch status, hear what becomes a D-Bus signal.
 #[derive(Clone)]
 pub struct DaemonHandle {
     pub events: mpsc::Sender<Event>,
     pub status: watch::Receiver<Status>,
-    pub notices: broadcast::Sender<Notice>,
+    pub bus_signals: broadcast::Sender<BusSignal>,
 }
 
 pub struct Daemon {
@@ -151,7 +149,7 @@ pub struct Daemon {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     status_tx: watch::Sender<Status>,
-    notices: broadcast::Sender<Notice>,
+    bus_signals: broadcast::Sender<BusSignal>,
     /// What the loaded crash kernel's header holds, as far as the daemon knows.
     loaded: Option<LoadedHeader>,
     last_snapshot: Option<HostSnapshot>,
@@ -199,11 +197,11 @@ impl Daemon {
             ..Status::default()
         };
         let (status_tx, status_rx) = watch::channel(status);
-        let (notices, _) = broadcast::channel(64);
+        let (bus_signals, _) = broadcast::channel(64);
         let handle = DaemonHandle {
             events: events_tx.clone(),
             status: status_rx,
-            notices: notices.clone(),
+            bus_signals: bus_signals.clone(),
         };
         let daemon = Daemon {
             debouncer: Debouncer::new(settings.debounce.clone()),
@@ -218,7 +216,7 @@ impl Daemon {
             events_tx,
             events_rx,
             status_tx,
-            notices,
+            bus_signals,
             loaded: None,
             last_snapshot: None,
             ready: false,
@@ -245,8 +243,9 @@ impl Daemon {
         self
     }
 
-    /// Starts the event source and runs the loop until shutdown (or, on a real host, until the source ends).
-    pub async fn run(mut self, source: Box<dyn EventSource>) -> Report {
+    /// Starts the event source and runs the loop until shutdown (or, on a real host, until the source ends);
+    /// returns the last status it published and why it stopped early, if it did.
+    pub async fn run(mut self, source: Box<dyn EventSource>) -> Stopped {
         tracing::info!(source = %source.name(), loader = %self.loaders.configured.name(), "starting");
         let source_task = tokio::spawn(source.run(UeventSender::new(self.events_tx.clone())));
         self.prime();
@@ -314,16 +313,13 @@ impl Daemon {
         // command loader's child is the loader's to kill). The process is about to exit anyway.
         let status = self.status_tx.borrow().clone();
         tracing::info!(
-            events = status.counters.events_seen,
-            reloads = status.counters.reloads,
-            failed = status.counters.reloads_failed,
+            events = status.events_seen,
+            reloads = status.reloads,
+            failed = status.reloads_failed,
             "stopped"
         );
-        Report {
-            counters: status.counters,
-            range_count: status.range_count,
-            last_reload_reason: status.last_reload_reason,
-            last_error: status.last_error,
+        Stopped {
+            status,
             source_lost: self.source_lost,
         }
     }
@@ -385,7 +381,7 @@ impl Daemon {
 
     /// READY=1 with the first status.
     fn ready(&mut self) {
-        let summary = self.status_tx.borrow().summary();
+        let summary = self.status_tx.borrow().summary.clone();
         self.ready = true;
         self.notifier
             .notify(Notification::Ready { status: summary });
@@ -402,7 +398,7 @@ impl Daemon {
                     "kernel reports its crash header update failed"
                 );
                 self.triggers.kernel_update_failed = Some(finding.line().to_owned());
-                self.publish(|s| s.counters.kernel_update_failures += 1);
+                self.publish(|s| s.kernel_update_failures += 1);
                 if self.paused {
                     self.missed_while_paused = true;
                 } else {
@@ -464,11 +460,11 @@ impl Daemon {
         }
         let coalesced = self.debouncer.coalesced() - coalesced_before;
         self.publish(|s| {
-            s.counters.events_seen += count;
-            s.counters.events_malformed += batch.malformed;
-            s.counters.uevent_overflows += batch.overflows;
-            s.counters.events_coalesced += coalesced;
-            s.counters.uevent_batches += 1;
+            s.events_seen += count;
+            s.events_malformed += batch.malformed;
+            s.uevent_overflows += batch.overflows;
+            s.events_coalesced += coalesced;
+            s.uevent_batches += 1;
         });
     }
 
@@ -543,8 +539,8 @@ impl Daemon {
         self.absorb_snapshot(snapshot.clone());
         if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
             let _ = self
-                .notices
-                .send(Notice::KernelBufferTooSmall { needed, capacity });
+                .bus_signals
+                .send(BusSignal::KernelBufferTooSmall { needed, capacity });
         }
         self.debouncer.on_reload_started(now);
         match assessment.decision.clone() {
@@ -557,7 +553,7 @@ impl Daemon {
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
                 let text = format!("skipped: {reason}");
                 self.publish(|s| {
-                    s.counters.reloads_skipped += 1;
+                    s.reloads_skipped += 1;
                     s.last_decision = text.clone();
                 });
                 self.answer_waiters(&text);
@@ -599,7 +595,7 @@ impl Daemon {
             tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
             self.debouncer
                 .on_reload_finished(now, ReloadOutcome::Succeeded);
-            self.publish(|s| s.counters.reloads_skipped += 1);
+            self.publish(|s| s.reloads_skipped += 1);
             self.answer_waiters(&format!("dry run: would reload: {reason}"));
             return;
         }
@@ -667,16 +663,16 @@ impl Daemon {
             reload.timeout.as_secs(),
             reload.timeout.as_millis()
         );
-        let notice = Notice::ReloadTimedOut {
+        let signal = BusSignal::ReloadTimedOut {
             reason: reload.request.reason.clone(),
             timeout_usec: reload.timeout.as_micros() as u64,
         };
         tracing::error!("{message}");
         self.publish(|s| {
-            s.counters.reloads_timed_out += 1;
+            s.reloads_timed_out += 1;
             s.last_error = message.clone();
         });
-        let _ = self.notices.send(notice);
+        let _ = self.bus_signals.send(signal);
     }
 
     fn on_reload_finished(&mut self, now: std::time::Instant, finished: ReloadFinished) {
@@ -703,7 +699,7 @@ impl Daemon {
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
                 self.publish(|s| {
-                    s.counters.reloads += 1;
+                    s.reloads += 1;
                     s.last_reload_usec = realtime_usec();
                     s.last_reload_duration_usec = duration_usec;
                     s.last_reload_reason = request.reason.clone();
@@ -715,7 +711,7 @@ impl Daemon {
                         s.kernel_updates_cpu = false;
                     }
                 });
-                let _ = self.notices.send(Notice::ReloadFinished {
+                let _ = self.bus_signals.send(BusSignal::ReloadFinished {
                     success: true,
                     reason: request.reason.clone(),
                     duration_usec,
@@ -746,11 +742,11 @@ impl Daemon {
                     .on_reload_finished(now, ReloadOutcome::Failed { retry: error.retry });
                 let message = error.message.clone();
                 self.publish(|s| {
-                    s.counters.reloads_failed += 1;
+                    s.reloads_failed += 1;
                     s.last_error = format!("reload failed: {message}");
                     s.last_reload_duration_usec = duration_usec;
                 });
-                let _ = self.notices.send(Notice::ReloadFinished {
+                let _ = self.bus_signals.send(BusSignal::ReloadFinished {
                     success: false,
                     reason: format!("{}: {}", request.reason, error.message),
                     duration_usec,
@@ -805,7 +801,7 @@ impl Daemon {
                 Err(error.to_string())
             }
         };
-        let summary = self.status_tx.borrow().summary();
+        let summary = self.status_tx.borrow().summary.clone();
         self.notifier
             .notify(Notification::Reloaded { status: summary });
         if let Some(reply) = reply {
@@ -845,15 +841,15 @@ impl Daemon {
             s.crash_kernel_loaded = snapshot.crash.loaded;
             s.kernel_updates_memory = snapshot.crash.kernel_updates_memory;
             s.kernel_updates_cpu = snapshot.crash.kernel_updates_cpu;
-            s.range_count = snapshot.ranges.len() as u64;
+            s.range_count = saturating_u32(snapshot.ranges.len());
             s.kernel_range_capacity = match capacity {
                 decide::Capacity::Known {
                     ranges,
                     source: decide::CapacitySource::ElfcorehdrSize,
-                } => ranges,
+                } => saturating_u32(ranges),
                 _ => 0,
             };
-            s.configured_range_capacity = configured.map_or(0, u64::from);
+            s.configured_range_capacity = configured.unwrap_or(0);
             s.capacity_kind = capacity.kind().to_owned();
             s.ranges = Arc::new(snapshot.ranges.clone());
             s.cpus = snapshot.present_cpus.to_string();
@@ -881,11 +877,12 @@ impl Daemon {
             change(status);
             status.state = State::from_phase(phase, !status.last_error.is_empty());
             status.paused = paused;
+            status.summary = status.summary_line();
             status_changed = status.state != before.state || status.last_error != before.last_error;
             *status != before
         });
         if status_changed && self.ready {
-            let summary = self.status_tx.borrow().summary();
+            let summary = self.status_tx.borrow().summary.clone();
             self.notifier.notify(Notification::Status(summary));
         }
     }

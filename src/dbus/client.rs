@@ -1,13 +1,12 @@
 //! `kdump-hotplugd status`: reads the running daemon's object and prints a short summary (or JSON).
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zbus::proxy;
-use zbus::zvariant::{OwnedValue, Value};
 
 use super::{BusAddress, BUS_NAME};
+use crate::daemon::Status;
 
 /// A client of `org.kdump.Hotplug1`, for the `status` command and for tests.
 #[proxy(
@@ -17,7 +16,8 @@ use super::{BusAddress, BUS_NAME};
 )]
 pub trait Hotplug1 {
     fn get_ranges(&self) -> zbus::Result<Vec<(u64, u64)>>;
-    fn get_status(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+    /// The daemon's [`Status`], read with the same type it was sent as.
+    fn get_status(&self) -> zbus::Result<Status>;
     fn reload(&self) -> zbus::Result<String>;
     fn reload_config(&self) -> zbus::Result<()>;
     fn set_paused(&self, paused: bool) -> zbus::Result<()>;
@@ -40,7 +40,7 @@ pub trait Hotplug1 {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+pub enum ClientError {
     #[error("cannot connect to the {bus}: {cause}")]
     Connect { bus: String, cause: zbus::Error },
     #[error("{BUS_NAME} on the {bus}: {cause}{hint}")]
@@ -60,9 +60,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(bus: &BusAddress) -> Result<Client, StatusError> {
+    pub async fn connect(bus: &BusAddress) -> Result<Client, ClientError> {
         let (connection, bus_name) = match bus {
-            BusAddress::None => return Err(StatusError::NoBus),
+            BusAddress::None => return Err(ClientError::NoBus),
             BusAddress::System => (zbus::Connection::system().await, "system bus".to_owned()),
             BusAddress::Address(address) => (
                 async {
@@ -74,7 +74,7 @@ impl Client {
                 format!("bus at {address}"),
             ),
         };
-        let connection = connection.map_err(|cause| StatusError::Connect {
+        let connection = connection.map_err(|cause| ClientError::Connect {
             bus: bus_name.clone(),
             cause,
         })?;
@@ -87,41 +87,37 @@ impl Client {
         })
     }
 
-    fn failed(&self, cause: zbus::Error) -> StatusError {
+    fn failed(&self, cause: zbus::Error) -> ClientError {
         call_error(&self.bus, cause)
     }
 
-    /// `GetStatus()`, rendered: a summary, or every field as JSON.
-    pub async fn status(&self, json: bool) -> Result<String, StatusError> {
-        let dict = self.proxy.get_status().await.map_err(|e| self.failed(e))?;
+    /// `GetStatus()`, rendered: a few lines for a person, or every field as JSON.
+    pub async fn status(&self, json: bool) -> Result<String, ClientError> {
+        let status = self.proxy.get_status().await.map_err(|e| self.failed(e))?;
         if json {
-            let object: BTreeMap<String, serde_json::Value> = dict
-                .iter()
-                .map(|(key, value)| (key.clone(), json_of(value)))
-                .collect();
-            return Ok(serde_json::to_string_pretty(&object).unwrap_or_default() + "\n");
+            return Ok(serde_json::to_string_pretty(&status.to_json()).unwrap_or_default() + "\n");
         }
-        Ok(summary(&StatusFields(&dict), SystemTime::now()))
+        Ok(status_text(&status, SystemTime::now()))
     }
 
     /// `Reload()`: the outcome, once the reload (queued behind any in flight) has ended.
-    pub async fn reload(&self) -> Result<String, StatusError> {
+    pub async fn reload(&self) -> Result<String, ClientError> {
         self.proxy.reload().await.map_err(|e| self.failed(e))
     }
 
-    pub async fn reload_config(&self) -> Result<(), StatusError> {
+    pub async fn reload_config(&self) -> Result<(), ClientError> {
         self.proxy.reload_config().await.map_err(|e| self.failed(e))
     }
 }
 
-fn call_error(bus: &str, cause: zbus::Error) -> StatusError {
+fn call_error(bus: &str, cause: zbus::Error) -> ClientError {
     let nobody_there = matches!(
         &cause,
         zbus::Error::MethodError(name, _, _)
             if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
                 || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner"
     );
-    StatusError::Call {
+    ClientError::Call {
         bus: bus.to_owned(),
         cause,
         hint: if nobody_there {
@@ -129,50 +125,6 @@ fn call_error(bus: &str, cause: zbus::Error) -> StatusError {
         } else {
             ""
         },
-    }
-}
-
-/// Plain JSON for the basic D-Bus types `GetStatus` uses.
-fn json_of(value: &Value<'_>) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Bool(b) => J::from(*b),
-        Value::U8(n) => J::from(*n),
-        Value::U16(n) => J::from(*n),
-        Value::U32(n) => J::from(*n),
-        Value::U64(n) => J::from(*n),
-        Value::I16(n) => J::from(*n),
-        Value::I32(n) => J::from(*n),
-        Value::I64(n) => J::from(*n),
-        Value::F64(n) => J::from(*n),
-        Value::Str(s) => J::from(s.as_str()),
-        Value::Value(inner) => json_of(inner),
-        other => J::from(other.to_string()),
-    }
-}
-
-/// Typed reads of the `GetStatus` dictionary; a missing or mistyped key reads as zero or empty, so an older
-/// or newer daemon still gets a summary.
-struct StatusFields<'a>(&'a HashMap<String, OwnedValue>);
-
-impl StatusFields<'_> {
-    fn text(&self, key: &str) -> String {
-        match self.0.get(key).map(|v| &**v) {
-            Some(Value::Str(s)) => s.as_str().to_owned(),
-            _ => String::new(),
-        }
-    }
-
-    fn number(&self, key: &str) -> u64 {
-        match self.0.get(key).map(|v| &**v) {
-            Some(Value::U64(n)) => *n,
-            Some(Value::U32(n)) => u64::from(*n),
-            _ => 0,
-        }
-    }
-
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.0.get(key).map(|v| &**v), Some(Value::Bool(true)))
     }
 }
 
@@ -184,90 +136,79 @@ fn yes_no(value: bool) -> &'static str {
     }
 }
 
-fn summary(s: &StatusFields<'_>, now: SystemTime) -> String {
+/// What `kdump-hotplugd status` prints: several lines, unlike the one-line [`Status::summary`].
+fn status_text(s: &Status, now: SystemTime) -> String {
     let mut out = String::new();
-    let paused = if s.flag("Paused") { " (paused)" } else { "" };
+    let paused = if s.paused { " (paused)" } else { "" };
     let _ = writeln!(
         out,
         "kdump-hotplugd {}: {}{paused}",
-        s.text("Version"),
-        s.text("State")
+        s.version,
+        s.state.as_str()
     );
     let _ = writeln!(
         out,
         "crash kernel:  {}; the kernel updates its header itself: memory {}, cpu {}",
-        if s.flag("CrashKernelLoaded") {
+        if s.crash_kernel_loaded {
             "loaded"
         } else {
             "not loaded"
         },
-        yes_no(s.flag("KernelUpdatesMemory")),
-        yes_no(s.flag("KernelUpdatesCpu")),
+        yes_no(s.kernel_updates_memory),
+        yes_no(s.kernel_updates_cpu),
     );
-    let capacity = match s.text("CapacityKind").as_str() {
+    let capacity = match s.capacity_kind.as_str() {
         "unbounded" => {
             "the kernel sizes each load to the ranges (no crash hotplug buffer)".to_owned()
         }
         "unknown" => "the kernel does not say how many fit".to_owned(),
-        _ => match s.number("KernelRangeCapacity") {
+        _ => match s.kernel_range_capacity {
             0 => format!(
                 "the kernel does not say how many fit (configured {})",
-                s.number("ConfiguredRangeCapacity")
+                s.configured_range_capacity
             ),
             capacity => format!("the kernel's buffer holds {capacity}"),
         },
     };
-    let _ = writeln!(out, "memory ranges: {}; {capacity}", s.number("RangeCount"));
-    let warning = s.text("ReservationWarning");
-    if !warning.is_empty() {
-        let _ = writeln!(out, "reservation:   WARNING: {warning}");
+    let _ = writeln!(out, "memory ranges: {}; {capacity}", s.range_count);
+    if !s.reservation_warning.is_empty() {
+        let _ = writeln!(out, "reservation:   WARNING: {}", s.reservation_warning);
     }
     let _ = writeln!(
         out,
         "events:        {} seen, {} coalesced, {} malformed, {} socket overflows",
-        s.number("EventsSeen"),
-        s.number("EventsCoalesced"),
-        s.number("EventsMalformed"),
-        s.number("UeventOverflows"),
+        s.events_seen, s.events_coalesced, s.events_malformed, s.uevent_overflows,
     );
     let _ = writeln!(
         out,
-        "reloads:       {} ({} failed, {} skipped) with {}",
-        s.number("Reloads"),
-        s.number("ReloadsFailed"),
-        s.number("ReloadsSkipped"),
-        s.text("Loader"),
+        "reloads:       {} ({} failed, {} skipped, {} timed out) with {}",
+        s.reloads, s.reloads_failed, s.reloads_skipped, s.reloads_timed_out, s.loader,
     );
-    let last = s.number("LastReloadUsec");
-    if last == 0 {
+    if s.last_reload_usec == 0 {
         let _ = writeln!(out, "last reload:   none since the daemon started");
     } else {
-        let at = UNIX_EPOCH + Duration::from_micros(last);
+        let at = UNIX_EPOCH + Duration::from_micros(s.last_reload_usec);
         let ago = now.duration_since(at).unwrap_or_default().as_secs();
         let _ = writeln!(
             out,
             "last reload:   {} ({ago} s ago), took {} ms: {}",
-            utc_timestamp(last / 1_000_000),
-            s.number("LastReloadDurationUsec") / 1000,
-            s.text("LastReloadReason"),
+            utc_timestamp(s.last_reload_usec / 1_000_000),
+            s.last_reload_duration_usec / 1000,
+            s.last_reload_reason,
         );
     }
-    let masked = s.text("MaskedRule");
-    let _ = writeln!(
-        out,
-        "distro rule:   {}",
-        if masked.is_empty() {
-            "none masked".to_owned()
-        } else {
-            format!("masked by {masked}")
-        }
-    );
-    let error = s.text("LastError");
-    let _ = writeln!(
-        out,
-        "last error:    {}",
-        if error.is_empty() { "none" } else { &error }
-    );
+    let masked = if s.masked_rule.is_empty() {
+        "none masked".to_owned()
+    } else {
+        format!("masked by {}", s.masked_rule)
+    };
+    let _ = writeln!(out, "distro rule:   {masked}");
+    let error = if s.last_error.is_empty() {
+        "none"
+    } else {
+        &s.last_error
+    };
+    let _ = writeln!(out, "last error:    {error}");
     out
 }
 
@@ -305,30 +246,26 @@ mod tests {
         assert_eq!(utc_timestamp(1_795_591_845), "2026-11-25 07:30:45 UTC");
     }
 
-    fn dict(entries: &[(&str, Value<'static>)]) -> HashMap<String, OwnedValue> {
-        entries
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.try_to_owned().expect("no fds")))
-            .collect()
-    }
-
     #[test]
-    fn the_summary_names_state_ranges_capacity_and_the_last_error() {
-        let d = dict(&[
-            ("State", Value::from("error")),
-            ("Version", Value::from("9.9")),
-            ("CrashKernelLoaded", Value::from(true)),
-            ("RangeCount", Value::from(9000u32)),
-            ("KernelRangeCapacity", Value::from(8192u32)),
-            ("EventsSeen", Value::from(7u64)),
-            ("Reloads", Value::from(2u64)),
-            ("LastReloadUsec", Value::from(1_795_591_845_000_000u64)),
-            ("LastReloadDurationUsec", Value::from(250_000u64)),
-            ("LastReloadReason", Value::from("memory changed")),
-            ("LastError", Value::from("kernel buffer too small")),
-        ]);
+    fn the_status_text_names_state_ranges_capacity_and_the_last_error() {
+        let status = Status {
+            state: crate::daemon::State::Error,
+            version: "9.9".into(),
+            crash_kernel_loaded: true,
+            range_count: 9000,
+            kernel_range_capacity: 8192,
+            events_seen: 7,
+            reloads: 2,
+            reloads_timed_out: 1,
+            masked_rule: "/run/udev/rules.d/98-kexec.rules".into(),
+            last_reload_usec: 1_795_591_845_000_000,
+            last_reload_duration_usec: 250_000,
+            last_reload_reason: "memory changed".into(),
+            last_error: "kernel buffer too small".into(),
+            ..Status::default()
+        };
         let now = UNIX_EPOCH + Duration::from_secs(1_795_591_855);
-        let text = summary(&StatusFields(&d), now);
+        let text = status_text(&status, now);
         assert!(text.starts_with("kdump-hotplugd 9.9: error\n"), "{text}");
         assert!(text.contains("crash kernel:  loaded;"), "{text}");
         assert!(
@@ -337,6 +274,14 @@ mod tests {
         );
         assert!(text.contains("events:        7 seen"), "{text}");
         assert!(
+            text.contains("reloads:       2 (0 failed, 0 skipped, 1 timed out)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("distro rule:   masked by /run/udev/rules.d/98-kexec.rules"),
+            "{text}"
+        );
+        assert!(
             text.contains("2026-11-25 07:30:45 UTC (10 s ago), took 250 ms: memory changed"),
             "{text}"
         );
@@ -344,12 +289,5 @@ mod tests {
             text.contains("last error:    kernel buffer too small"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn json_keeps_numbers_and_flags_typed() {
-        assert_eq!(json_of(&Value::from(5u64)), serde_json::json!(5));
-        assert_eq!(json_of(&Value::from(true)), serde_json::json!(true));
-        assert_eq!(json_of(&Value::from("idle")), serde_json::json!("idle"));
     }
 }

@@ -3,13 +3,13 @@
 //! The object never touches the daemon's state. Its methods send [`Request`](crate::daemon::Request)s into the
 //! owner loop's channel and wait for the reply; its properties read the [`Status`](crate::daemon::Status) the loop publishes on its
 //! watch channel; two background tasks turn status changes into `PropertiesChanged` and the loop's
-//! [`Notice`](crate::daemon::Notice)s into signals. Both tasks end when the daemon drops its channels.
+//! [`BusSignal`](crate::daemon::BusSignal)s into signals. Both tasks end when the daemon drops its channels.
 
 mod client;
 mod object;
 
-pub use client::{Client, Hotplug1Proxy, StatusError};
-pub use object::{properties, Hotplug1};
+pub use client::{Client, ClientError, Hotplug1Proxy};
+pub use object::Hotplug1;
 
 use crate::daemon::DaemonHandle;
 
@@ -124,9 +124,9 @@ pub async fn serve(
         object.signal_emitter().to_owned(),
         handle.status.clone(),
     ));
-    tokio::spawn(object::publish_notices(
+    tokio::spawn(object::publish_signals(
         object.signal_emitter().to_owned(),
-        handle.notices.subscribe(),
+        handle.bus_signals.subscribe(),
     ));
     tracing::info!(name = BUS_NAME, bus = %bus_name, "serving on D-Bus");
     Ok(Some(connection))

@@ -1,5 +1,5 @@
 //! The `org.kdump.Hotplug1` object: properties read the published [`Status`], methods send requests into the
-//! owner loop, signals come from its [`Notice`]s.
+//! owner loop, signals come from its [`BusSignal`]s.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::Value;
 use zbus::{fdo, interface, Connection};
 
-use crate::daemon::{DaemonHandle, Event, Notice, Request, Status};
+use crate::daemon::{saturating_u32, BusSignal, DaemonHandle, Event, Request, Status};
 
 /// The object served at [`super::OBJECT_PATH`].
 pub struct Hotplug1 {
@@ -42,96 +42,6 @@ impl Hotplug1 {
     }
 }
 
-/// D-Bus's `u` for counts the daemon keeps as `u64`: a count past `u32::MAX` reads as `u32::MAX`.
-fn saturating_u32(value: u64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
-}
-
-/// Every property of the interface, by its D-Bus name, as the getters below return it. One list for
-/// `PropertiesChanged` and `GetStatus`, so neither can forget one.
-pub fn properties(status: &Status) -> Vec<(&'static str, Value<'static>)> {
-    let c = &status.counters;
-    vec![
-        ("State", Value::from(status.state.as_str().to_owned())),
-        ("Paused", Value::from(status.paused)),
-        ("CrashKernelLoaded", Value::from(status.crash_kernel_loaded)),
-        (
-            "KernelUpdatesMemory",
-            Value::from(status.kernel_updates_memory),
-        ),
-        ("KernelUpdatesCpu", Value::from(status.kernel_updates_cpu)),
-        (
-            "RangeCount",
-            Value::from(saturating_u32(status.range_count)),
-        ),
-        (
-            "KernelRangeCapacity",
-            Value::from(saturating_u32(status.kernel_range_capacity)),
-        ),
-        ("CapacityKind", Value::from(status.capacity_kind.clone())),
-        (
-            "ReservationWarning",
-            Value::from(status.reservation_warning.clone()),
-        ),
-        ("EventsSeen", Value::from(c.events_seen)),
-        ("EventsCoalesced", Value::from(c.events_coalesced)),
-        ("EventsMalformed", Value::from(c.events_malformed)),
-        ("UeventOverflows", Value::from(c.uevent_overflows)),
-        ("Reloads", Value::from(c.reloads)),
-        ("ReloadsFailed", Value::from(c.reloads_failed)),
-        ("ReloadsSkipped", Value::from(c.reloads_skipped)),
-        ("ReloadsTimedOut", Value::from(c.reloads_timed_out)),
-        ("LastReloadUsec", Value::from(status.last_reload_usec)),
-        (
-            "LastReloadDurationUsec",
-            Value::from(status.last_reload_duration_usec),
-        ),
-        (
-            "LastReloadReason",
-            Value::from(status.last_reload_reason.clone()),
-        ),
-        ("LastError", Value::from(status.last_error.clone())),
-        ("Loader", Value::from(status.loader.clone())),
-        ("Version", Value::from(status.version.clone())),
-    ]
-}
-
-/// `GetStatus()`: every property, and what only a snapshot needs (not worth a property of its own).
-fn status_dict(status: &Status) -> HashMap<String, Value<'static>> {
-    let c = &status.counters;
-    let mut dict: HashMap<String, Value<'static>> = properties(status)
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect();
-    let extras = [
-        (
-            "ConfiguredRangeCapacity",
-            Value::from(saturating_u32(status.configured_range_capacity)),
-        ),
-        (
-            "ReservationSelectsBytes",
-            Value::from(status.reservation_selects_bytes),
-        ),
-        ("ReservedBytes", Value::from(status.reserved_bytes)),
-        (
-            "DistroRecommendation",
-            Value::from(status.distro_recommendation.clone()),
-        ),
-        ("Cpus", Value::from(status.cpus.clone())),
-        ("AddressesHidden", Value::from(status.addresses_hidden)),
-        ("UeventBatches", Value::from(c.uevent_batches)),
-        (
-            "KernelUpdateFailures",
-            Value::from(c.kernel_update_failures),
-        ),
-        ("LastDecision", Value::from(status.last_decision.clone())),
-        ("MaskedRule", Value::from(status.masked_rule.clone())),
-        ("Summary", Value::from(status.summary())),
-    ];
-    dict.extend(extras.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    dict
-}
-
 /// Refuses mutating calls from anyone but root, whatever the bus policy let through: the caller's uid comes
 /// from the bus (`GetConnectionUnixUser` on the message's sender), never from anything the caller says.
 async fn require_root(
@@ -154,150 +64,55 @@ async fn require_root(
     }
 }
 
-#[interface(name = "org.kdump.Hotplug1")]
-impl Hotplug1 {
-    /// `idle`, `waiting` (a burst is being debounced), `reloading`, `backoff` (retrying a failed reload) or
-    /// `error` (the last attempt failed and will not be retried by itself, or the host cannot be read).
-    #[zbus(property)]
-    fn state(&self) -> String {
-        self.status().state.as_str().to_owned()
-    }
+/// The object's interface: one getter per property of [`with_status_fields!`]'s list (which zbus needs
+/// written out inside the one `#[interface]` impl, hence a macro), followed by the methods and signals
+/// below; and the comparison [`publish_property_changes`] uses, from the same list.
+macro_rules! hotplug1_interface {
+    (
+        { $($members:tt)* }
+        properties {
+            $( $(#$doc:tt)* $name:literal $field:ident : $ty:ty, )*
+        }
+        constant_properties {
+            $( $(#$const_doc:tt)* $const_name:literal $const_field:ident : $const_ty:ty, )*
+        }
+        get_status_only { $($get_status_only:tt)* }
+    ) => {
+        #[interface(name = "org.kdump.Hotplug1")]
+        impl Hotplug1 {
+            $(
+                $(#$doc)*
+                #[zbus(property, name = $name)]
+                fn $field(&self) -> $ty {
+                    Clone::clone(&self.status().$field)
+                }
+            )*
+            $(
+                $(#$const_doc)*
+                #[zbus(property(emits_changed_signal = "const"), name = $const_name)]
+                fn $const_field(&self) -> $const_ty {
+                    Clone::clone(&self.status().$const_field)
+                }
+            )*
+            $($members)*
+        }
 
-    /// `SetPaused(true)` is in effect.
-    #[zbus(property)]
-    fn paused(&self) -> bool {
-        self.status().paused
-    }
+        /// The properties that emit `PropertiesChanged` whose value differs from `old` to `new`, by name,
+        /// with the new value.
+        fn changed_properties(old: &Status, new: &Status) -> HashMap<&'static str, Value<'static>> {
+            let mut changed = HashMap::new();
+            $(
+                if old.$field != new.$field {
+                    changed.insert($name, Value::from(Clone::clone(&new.$field)));
+                }
+            )*
+            changed
+        }
+    };
+}
 
-    /// A crash kernel is loaded (`/sys/kernel/kexec_crash_loaded`).
-    #[zbus(property)]
-    fn crash_kernel_loaded(&self) -> bool {
-        self.status().crash_kernel_loaded
-    }
-
-    /// The kernel rewrites the loaded header itself on memory hotplug (`crash_hotplug`).
-    #[zbus(property)]
-    fn kernel_updates_memory(&self) -> bool {
-        self.status().kernel_updates_memory
-    }
-
-    /// The kernel rewrites the loaded header itself on CPU hotplug.
-    #[zbus(property)]
-    fn kernel_updates_cpu(&self) -> bool {
-        self.status().kernel_updates_cpu
-    }
-
-    /// Crash memory ranges the host has now (the header needs one program header each).
-    #[zbus(property)]
-    fn range_count(&self) -> u32 {
-        saturating_u32(self.status().range_count)
-    }
-
-    /// 0 = the kernel does not say (no `crash_elfcorehdr_size`).
-    #[zbus(property)]
-    fn kernel_range_capacity(&self) -> u32 {
-        saturating_u32(self.status().kernel_range_capacity)
-    }
-
-    /// `known` (the kernel's buffer size), `unbounded` (no crash hotplug buffer: a load is sized to the ranges)
-    /// or `unknown` (the kernel updates the header but hides the size).
-    #[zbus(property)]
-    fn capacity_kind(&self) -> String {
-        self.status().capacity_kind.clone()
-    }
-
-    /// The `crashkernel=` range expression selects more for the memory present now than is reserved (a
-    /// reboot applies it); empty when there is nothing to say.
-    #[zbus(property)]
-    fn reservation_warning(&self) -> String {
-        self.status().reservation_warning.clone()
-    }
-
-    /// Hotplug uevents received.
-    #[zbus(property)]
-    fn events_seen(&self) -> u64 {
-        self.status().counters.events_seen
-    }
-
-    /// Uevents that joined a reload already pending or in flight instead of causing their own.
-    #[zbus(property)]
-    fn events_coalesced(&self) -> u64 {
-        self.status().counters.events_coalesced
-    }
-
-    /// Uevents that could not be parsed (counted and skipped).
-    #[zbus(property)]
-    fn events_malformed(&self) -> u64 {
-        self.status().counters.events_malformed
-    }
-
-    /// Times the uevent socket overflowed (ENOBUFS); each lost an unknown number of uevents, and a fresh
-    /// snapshot followed.
-    #[zbus(property)]
-    fn uevent_overflows(&self) -> u64 {
-        self.status().counters.uevent_overflows
-    }
-
-    /// Successful crash kernel reloads.
-    #[zbus(property)]
-    fn reloads(&self) -> u64 {
-        self.status().counters.reloads
-    }
-
-    /// Failed reload attempts.
-    #[zbus(property)]
-    fn reloads_failed(&self) -> u64 {
-        self.status().counters.reloads_failed
-    }
-
-    /// Debounced bursts that needed no reload (nothing changed, or the kernel updates the header).
-    #[zbus(property)]
-    fn reloads_skipped(&self) -> u64 {
-        self.status().counters.reloads_skipped
-    }
-
-    /// Reloads still running at `daemon.reload_timeout_ms` (reported, not aborted).
-    #[zbus(property)]
-    fn reloads_timed_out(&self) -> u64 {
-        self.status().counters.reloads_timed_out
-    }
-
-    /// When the last successful reload ended, in µs since the epoch (realtime); 0 = none yet.
-    #[zbus(property)]
-    fn last_reload_usec(&self) -> u64 {
-        self.status().last_reload_usec
-    }
-
-    /// How long the last reload attempt took, in µs.
-    #[zbus(property)]
-    fn last_reload_duration_usec(&self) -> u64 {
-        self.status().last_reload_duration_usec
-    }
-
-    /// Why the last successful reload happened.
-    #[zbus(property)]
-    fn last_reload_reason(&self) -> String {
-        self.status().last_reload_reason.clone()
-    }
-
-    /// The last error (failed reload, unreadable host, refused configuration); empty when fine.
-    #[zbus(property)]
-    fn last_error(&self) -> String {
-        self.status().last_error.clone()
-    }
-
-    /// What loads the crash kernel, e.g. `kexec_file_load` or the distribution's command.
-    #[zbus(property)]
-    fn loader(&self) -> String {
-        self.status().loader.clone()
-    }
-
-    /// The daemon's version.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn version(&self) -> String {
-        self.status().version.clone()
-    }
-
+// rustfmt leaves what is inside a macro call alone: keep the members formatted by hand.
+crate::daemon::with_status_fields!(hotplug1_interface! {
     /// The crash memory ranges of the last snapshot, `(first byte, last byte)`, as the header would list them.
     #[zbus(out_args("ranges"))]
     fn get_ranges(&self) -> Vec<(u64, u64)> {
@@ -310,8 +125,11 @@ impl Hotplug1 {
 
     /// Every property and a few details (Cpus, LastDecision, Summary, …) read at one instant.
     #[zbus(out_args("status"))]
-    fn get_status(&self) -> HashMap<String, Value<'static>> {
-        status_dict(&self.status())
+    fn get_status(&self) -> Status {
+        Status {
+            ranges: Default::default(),
+            ..self.status().clone()
+        }
     }
 
     /// Reloads now, after any reload in flight, whatever changed; returns the outcome. Root only.
@@ -382,7 +200,7 @@ impl Hotplug1 {
         reason: &str,
         timeout_usec: u64,
     ) -> zbus::Result<()>;
-}
+});
 
 /// Emits one `PropertiesChanged` per published status change, naming every property whose value differs.
 /// The watch channel keeps only the newest status, so a fast burst costs a handful of signals, not one per
@@ -392,15 +210,10 @@ pub(super) async fn publish_property_changes(
     mut status: watch::Receiver<Status>,
 ) {
     let interface = InterfaceName::from_static_str_unchecked(super::INTERFACE);
-    let mut last = properties(&status.borrow_and_update());
+    let mut last = status.borrow_and_update().clone();
     while status.changed().await.is_ok() {
-        let now = properties(&status.borrow_and_update());
-        let changed: HashMap<&str, Value<'_>> = now
-            .iter()
-            .zip(&last)
-            .filter(|((_, new), (_, old))| new != old)
-            .map(|((name, value), _)| (*name, value.clone()))
-            .collect();
+        let now = status.borrow_and_update().clone();
+        let changed = changed_properties(&last, &now);
         if !changed.is_empty() {
             if let Err(error) = fdo::Properties::properties_changed(
                 &emitter,
@@ -417,14 +230,14 @@ pub(super) async fn publish_property_changes(
     }
 }
 
-/// Turns the loop's notices into signals until the daemon goes away.
-pub(super) async fn publish_notices(
+/// Emits the loop's [`BusSignal`]s until the daemon goes away.
+pub(super) async fn publish_signals(
     emitter: SignalEmitter<'static>,
-    mut notices: broadcast::Receiver<Notice>,
+    mut bus_signals: broadcast::Receiver<BusSignal>,
 ) {
     loop {
-        let result = match notices.recv().await {
-            Ok(Notice::ReloadFinished {
+        let result = match bus_signals.recv().await {
+            Ok(BusSignal::ReloadFinished {
                 success,
                 reason,
                 duration_usec,
@@ -432,7 +245,7 @@ pub(super) async fn publish_notices(
             }) => {
                 Hotplug1::reload_finished(&emitter, success, &reason, duration_usec, ranges).await
             }
-            Ok(Notice::KernelBufferTooSmall { needed, capacity }) => {
+            Ok(BusSignal::KernelBufferTooSmall { needed, capacity }) => {
                 Hotplug1::kernel_buffer_too_small(
                     &emitter,
                     saturating_u32(needed),
@@ -440,7 +253,7 @@ pub(super) async fn publish_notices(
                 )
                 .await
             }
-            Ok(Notice::ReloadTimedOut {
+            Ok(BusSignal::ReloadTimedOut {
                 reason,
                 timeout_usec,
             }) => Hotplug1::reload_timed_out(&emitter, &reason, timeout_usec).await,
@@ -461,23 +274,193 @@ pub(super) async fn publish_notices(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
 
-    #[test]
-    fn every_property_has_a_distinct_name_and_get_status_has_them_all() {
-        let status = Status::default();
-        let names: Vec<_> = properties(&status).into_iter().map(|(n, _)| n).collect();
-        let unique: std::collections::BTreeSet<_> = names.iter().collect();
-        assert_eq!(unique.len(), names.len());
-        let dict = status_dict(&status);
-        for name in &names {
-            assert!(dict.contains_key(*name), "GetStatus lacks {name}");
+    use zbus::object_server::Interface;
+    use zbus::zvariant::serialized::Context;
+    use zbus::zvariant::{to_bytes, LE};
+
+    use super::*;
+    use crate::daemon::FieldKind;
+
+    const XML: &str = include_str!("../../packaging/dbus/org.kdump.Hotplug1.xml");
+    const README: &str = include_str!("../../docs/README-dbus.md");
+
+    fn object() -> Hotplug1 {
+        let (events, _) = tokio::sync::mpsc::channel(1);
+        let (_, status) = watch::channel(Status::default());
+        let (bus_signals, _) = broadcast::channel(1);
+        Hotplug1::new(DaemonHandle {
+            events,
+            status,
+            bus_signals,
+        })
+    }
+
+    /// The `org.kdump.Hotplug1` element of an introspection document, whitespace normalised; with
+    /// `comments` false, without its comments (tests/dbus.rs compares the live object's that way).
+    fn interface_element(xml: &str, comments: bool) -> String {
+        let start = xml
+            .find(&format!("<interface name=\"{}\">", super::super::INTERFACE))
+            .expect("the interface element");
+        let end = start + xml[start..].find("</interface>").expect("its end");
+        let mut element = &xml[start..end];
+        let mut out = String::new();
+        while let Some(comment) = element.find("<!--").filter(|_| !comments) {
+            out.push_str(&element[..comment]);
+            let rest = &element[comment..];
+            element = &rest[rest.find("-->").expect("end of comment") + 3..];
         }
+        out.push_str(element);
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The value of `attribute="…"` in `element`.
+    fn attribute<'a>(element: &'a str, attribute: &str) -> Option<&'a str> {
+        let start = element.find(&format!(" {attribute}=\""))? + attribute.len() + 3;
+        Some(&element[start..start + element[start..].find('"')?])
+    }
+
+    /// The `<property>` elements of the checked-in XML: name → (type, access, EmitsChangedSignal annotation).
+    fn xml_properties() -> BTreeMap<String, (String, String, Option<String>)> {
+        let element = interface_element(XML, false);
+        element
+            .split("<property ")
+            .skip(1)
+            .map(|rest| {
+                let head_end = rest.find('>').expect("end of the property tag");
+                let head = format!(" {}", &rest[..head_end]);
+                // `<property …/>`, or `<property …> <annotation …/> </property>`.
+                let body = if head.ends_with('/') {
+                    ""
+                } else {
+                    &rest[head_end..rest.find("</property>").expect("</property>")]
+                };
+                let emits = body
+                    .contains("org.freedesktop.DBus.Property.EmitsChangedSignal")
+                    .then(|| attribute(body, "value").unwrap_or("").to_owned());
+                let value = |name| attribute(&head, name).unwrap_or("").to_owned();
+                (value("name"), (value("type"), value("access"), emits))
+            })
+            .collect()
+    }
+
+    /// A status in which every published field differs from the default.
+    fn every_field_changed() -> Status {
+        let dict: HashMap<&str, Value<'_>> = Status::FIELDS
+            .iter()
+            .map(|field| {
+                let value = match field.signature.to_string().as_str() {
+                    "s" => Value::from("error"),
+                    "b" => Value::from(true),
+                    "t" => Value::from(7u64),
+                    "u" => Value::from(7u32),
+                    other => panic!("{}: no test value for {other}", field.name),
+                };
+                (field.name, value)
+            })
+            .collect();
+        let bytes = to_bytes(Context::new_dbus(LE, 0), &dict).expect("encodes");
+        let (status, _): (Status, _) = bytes.deserialize().expect("a Status");
+        status
+    }
+
+    /// Comments included: the XML documents each member with its doc comment here, which zbus copies into
+    /// the introspection.
+    #[test]
+    fn the_introspection_matches_the_checked_in_xml_without_a_bus() {
+        let mut live = String::new();
+        object().introspect_to_writer(&mut live, 0);
+        assert_eq!(
+            interface_element(&live, true),
+            interface_element(XML, true),
+            "packaging/dbus/org.kdump.Hotplug1.xml differs from the interface: copy it from a running daemon \
+             (busctl introspect --xml-interface org.kdump.Hotplug1 /org/kdump/Hotplug1)"
+        );
     }
 
     #[test]
-    fn counts_beyond_u32_saturate() {
-        assert_eq!(saturating_u32(5), 5);
-        assert_eq!(saturating_u32(u64::MAX), u32::MAX);
+    fn the_xml_has_exactly_the_properties_of_the_status_list() {
+        let in_xml = xml_properties();
+        let expected: BTreeMap<String, (String, String, Option<String>)> = Status::FIELDS
+            .iter()
+            .filter(|field| field.kind.is_property())
+            .map(|field| {
+                let emits = (field.kind == FieldKind::ConstantProperty).then(|| "const".to_owned());
+                (
+                    field.name.to_owned(),
+                    (field.signature.to_string(), "read".to_owned(), emits),
+                )
+            })
+            .collect();
+        assert_eq!(
+            in_xml, expected,
+            "packaging/dbus/org.kdump.Hotplug1.xml and with_status_fields! disagree"
+        );
+    }
+
+    #[test]
+    fn readme_dbus_names_every_field() {
+        let missing: Vec<_> = Status::FIELDS
+            .iter()
+            .filter(|field| !README.contains(&format!("`{}`", field.name)))
+            .map(|field| field.name)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/README-dbus.md does not name {missing:?}"
+        );
+    }
+
+    #[test]
+    fn properties_changed_names_every_changing_property_and_nothing_else() {
+        let before = Status::default();
+        let after = every_field_changed();
+        let changed = changed_properties(&before, &after);
+        let mut names: Vec<_> = changed.keys().copied().collect();
+        names.sort_unstable();
+        let mut expected: Vec<_> = Status::FIELDS
+            .iter()
+            .filter(|field| field.kind == FieldKind::Property)
+            .map(|field| field.name)
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        assert_eq!(changed["State"], Value::from("error"));
+        assert_eq!(changed["RangeCount"], Value::from(7u32));
+        assert!(changed_properties(&after, &after).is_empty());
+
+        let only_details = Status {
+            cpus: "0-7".into(),
+            summary: "something".into(),
+            last_decision: "skip".into(),
+            ..Status::default()
+        };
+        assert!(changed_properties(&before, &only_details).is_empty());
+    }
+
+    #[test]
+    fn get_status_returns_every_field_but_not_the_ranges() {
+        let (events, _) = tokio::sync::mpsc::channel(1);
+        let status = Status {
+            ranges: std::sync::Arc::new(vec![crate::core::model::MemRange::new(0, 0xfff)]),
+            ..every_field_changed()
+        };
+        let (_, receiver) = watch::channel(status.clone());
+        let (bus_signals, _) = broadcast::channel(1);
+        let object = Hotplug1::new(DaemonHandle {
+            events,
+            status: receiver,
+            bus_signals,
+        });
+        let returned = object.get_status();
+        assert!(returned.ranges.is_empty());
+        assert_eq!(
+            returned,
+            Status {
+                ranges: Default::default(),
+                ..status
+            }
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::core::decide::LoaderChoice;
 use crate::core::model::MemRange;
 use crate::daemon::{
-    ConfigSource, Daemon, DaemonHandle, Loaders, Report, RunOptions, WhenSourceEnds,
+    ConfigSource, Daemon, DaemonHandle, Loaders, RunOptions, Status, WhenSourceEnds,
 };
 use crate::edge::{BoxFuture, EventSource, Notification};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
@@ -18,7 +18,8 @@ use crate::sim::{DumpCoverage, LoadRecord, RecordingNotifier, Scenario, Simulate
 #[derive(Debug)]
 pub struct SimulationOutcome {
     pub scenario: Scenario,
-    pub report: Report,
+    /// The last status the daemon published before it stopped.
+    pub report: Status,
     pub coverage: DumpCoverage,
     pub new_ranges: Vec<MemRange>,
     pub loads: Vec<LoadRecord>,
@@ -121,7 +122,7 @@ impl Simulation {
             start,
             source: Box::new(host.clone()),
         };
-        let report = daemon.run(Box::new(source)).await;
+        let report = daemon.run(Box::new(source)).await.status;
         let mut loads = configured.records();
         loads.extend(kexec_load.records());
         let notifications = notifier
