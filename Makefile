@@ -142,9 +142,11 @@ clean-packages:
 # installs what it needs first (as root, through apt-get).
 
 # Build dependencies and the real parts the fast tier's tests use: dbus-daemon (tests/dbus.rs, run_real.rs),
-# busctl (systemd), setpriv (util-linux), kexec (kexec-tools: tests/kexec_tools.rs). Under CI=true a test whose
-# tool is missing fails instead of skipping (tests/common/precondition.rs), so these must all be here.
-APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin dbus-daemon systemd util-linux kexec-tools
+# busctl (systemd), setpriv (util-linux), kexec (kexec-tools: tests/kexec_tools.rs), strace (the storm bench's
+# smoke test attaches it, as its idle window does). Under CI=true a test whose tool is missing fails instead of
+# skipping (tests/common/precondition.rs), so these must all be here.
+APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin dbus-daemon systemd util-linux kexec-tools \
+	strace
 SCENARIO     ?= virtio-mem-1t
 
 .PHONY: deps demo test test-fast test-guest
