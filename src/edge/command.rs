@@ -383,25 +383,43 @@ mod tests {
         assert!(error.retry);
     }
 
-    /// Whether `pid` is still a live `sleep` (not gone, not a zombie waiting for its reaper).
-    fn sleep_alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            // "PID (comm) STATE …"
-            let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
-            stat.contains("(sleep)") && !after.starts_with('Z') && !after.starts_with('X')
-        })
+    /// `pid`'s command name and state letter from `/proc/PID/stat` ("PID (comm) STATE …"), if it exists.
+    fn proc_state(pid: u32) -> Option<(String, char)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(") ")?;
+        let comm = head.split_once(" (")?.1.to_owned();
+        Some((comm, rest.chars().next()?))
     }
 
-    /// Polls until `pid` is no live `sleep`, or the deadline; whether it went.
+    /// Alive: it exists and is not a zombie waiting for its reaper (whatever it runs: killed between fork and
+    /// exec it would still be the shell).
+    fn alive(pid: u32) -> bool {
+        proc_state(pid).is_some_and(|(_, state)| !matches!(state, 'Z' | 'X'))
+    }
+
+    /// Polls until `pid` is gone, or the deadline; whether it went.
     async fn gone_within(pid: u32, deadline: Duration) -> bool {
         let until = std::time::Instant::now() + deadline;
         while std::time::Instant::now() < until {
-            if !sleep_alive(pid) {
+            if !alive(pid) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        !sleep_alive(pid)
+        !alive(pid)
+    }
+
+    /// Polls until `pid` runs `sleep` (the script's `&` forks first, then execs), with a deadline.
+    async fn sleeping(pid: u32) {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while proc_state(pid).is_none_or(|(comm, _)| comm != "sleep") {
+            assert!(
+                std::time::Instant::now() < until,
+                "pid {pid} never ran sleep: {:?}",
+                proc_state(pid)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The pid the script wrote to `file`, waiting for it with a deadline.
@@ -460,7 +478,7 @@ mod tests {
         let loader = sh(&grandchild_script(&pid_file), Duration::from_secs(600));
         let reload = tokio::spawn(loader.load(request()));
         let grandchild = pid_in(&pid_file).await;
-        assert!(sleep_alive(grandchild));
+        sleeping(grandchild).await;
         reload.abort();
         assert!(reload.await.unwrap_err().is_cancelled());
         assert!(
