@@ -142,8 +142,12 @@ clean-packages:
 # `make demo` and `make test` are the README's two commands for a fresh Debian 12 machine: each
 # installs what it needs first (as root, through apt-get).
 
-# Build dependencies and the real parts the tests use (dbus-daemon, busctl, setpriv).
-APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin systemd util-linux
+# Build dependencies and the real parts the fast tier's tests use: dbus-daemon (tests/dbus.rs, run_real.rs),
+# busctl (systemd), setpriv (util-linux), kexec (kexec-tools: tests/kexec_tools.rs), strace (the storm bench's
+# smoke test attaches it, as its idle window does). Under CI=true a test whose tool is missing fails instead of
+# skipping (tests/common/precondition.rs), so these must all be here.
+APT_PACKAGES := build-essential pkg-config libudev-dev dbus dbus-bin dbus-daemon systemd util-linux kexec-tools \
+	strace
 SCENARIO     ?= virtio-mem-1t
 
 .PHONY: deps demo test test-fast test-guest test-distro
@@ -162,7 +166,9 @@ demo: deps
 	$(CARGO) build --release --locked --bin kdump-hotplugd
 	$(BIN) run --simulate=$(SCENARIO)
 
-# The fast tier: unit, property and integration tests, then the packaging checks.
+# The fast tier: unit, property and integration tests, then the packaging checks. With CI=true in the
+# environment (.ci/run sets it) a test whose precondition is missing (root, a writable sysfs, /dev/kmsg, a tool)
+# fails; without it, it prints SKIP and passes.
 test-fast: deps
 	$(CARGO) test --locked
 	$(CARGO) test --benches --locked

@@ -24,8 +24,9 @@
 //!     storm-… instructions event-path      the work callgrind counts (see `instruction_counts`)
 //!     storm-… instructions snapshot N DIR
 //!     storm-… fixture N                    writes the sparse host with N ranges for profiling, prints its path
+//!     storm-… idle [SECONDS]               the real `run --dry-run` idle window alone (release binary)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,6 +34,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../tests/common/precondition.rs"]
+mod precondition;
 
 use common::{handle_storm, new_debouncer, storm, SnapshotFixture, BLOCKS, SNAPSHOT_SIZES};
 
@@ -508,6 +511,81 @@ fn parse_strace(text: &str) -> IdleTrace {
     trace
 }
 
+/// How long strace may take to attach to every thread of a process (it stops and resumes each).
+const STRACE_ATTACH_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Thread ids of `pid` (`/proc/PID/task`).
+fn thread_ids(pid: u32) -> BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|task| task.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts `strace -f -p PID -o OUTPUT` and returns once it has attached to every thread of `pid`, or an error
+/// after `deadline`. Attached means: strace said `Process PID attached` and every thread has a line in OUTPUT
+/// (`TID syscall(…`, the syscall it was blocked in, resumed after strace's attach stop), so the stop that
+/// attaching costs each thread lies before the caller's window, not in it.
+fn attach_strace(
+    pid: u32,
+    output: &Path,
+    deadline: Duration,
+) -> Result<std::process::Child, String> {
+    let mut child = Command::new("strace")
+        .args(["-f", "-p", &pid.to_string(), "-o"])
+        .arg(output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run strace: {e}"))?;
+    // Drained for as long as strace runs (it also says "detached" at the end); kept for the error message.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let sink = std::sync::Arc::clone(&said);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut text) = sink.lock() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+    });
+    let attached = format!("Process {pid} attached");
+    let until = Instant::now() + deadline;
+    loop {
+        let threads = thread_ids(pid);
+        let traced = std::fs::read_to_string(output).unwrap_or_default();
+        let seen: BTreeSet<&str> = traced
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        let announced = said.lock().is_ok_and(|text| text.contains(&attached));
+        if announced && !threads.is_empty() && threads.iter().all(|t| seen.contains(t.as_str())) {
+            return Ok(child);
+        }
+        let failure = match child.try_wait() {
+            Ok(Some(status)) => Some(format!("strace exited ({status}) before attaching")),
+            _ if Instant::now() >= until => Some(format!(
+                "strace did not attach to every thread of {pid} within {deadline:?} (threads {threads:?}, in its \
+                 output {seen:?})"
+            )),
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = said.lock().map(|t| t.trim().to_owned()).unwrap_or_default();
+            return Err(format!("{failure}; it said: {said:?}"));
+        }
+        // Polling a condition, with the deadline above: strace has no readiness signal of its own.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Starts `args`, waits for `ready` in its log, lets it settle, then watches it for `seconds`.
 fn idle(args: &[&str], ready: &str, seconds: u64, settle: u64) -> Result<IdleRun, String> {
     let mut daemon = Command::new(daemon_binary())
@@ -535,15 +613,8 @@ fn idle(args: &[&str], ready: &str, seconds: u64, settle: u64) -> Result<IdleRun
         std::thread::sleep(Duration::from_secs(settle));
         let output = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
         let strace = if have("strace") {
-            let child = Command::new("strace")
-                .args(["-f", "-p", &pid.to_string(), "-o"])
-                .arg(output.path())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok();
-            // Attaching stops every thread once; the window starts after that.
-            std::thread::sleep(Duration::from_millis(500));
-            child
+            // Attaching stops every thread once; the window starts after strace has let each go again.
+            Some(attach_strace(pid, output.path(), STRACE_ATTACH_DEADLINE)?)
         } else {
             None
         };
@@ -974,6 +1045,35 @@ fn report() {
     println!("(report took {:.0} s)", started.elapsed().as_secs_f64());
 }
 
+/// The idle window's strace attach, on a real process: it returns only once the tracee's thread shows in the
+/// output, well before its deadline. strace is a precondition (`make deps` installs it; under CI=true its absence
+/// fails).
+fn strace_attach_smoke() {
+    if !have("strace") {
+        return precondition::missing(
+            "strace is not installed (apt-get install strace, or make deps)",
+        );
+    }
+    let mut tracee = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep starts");
+    let output = tempfile::NamedTempFile::new().unwrap();
+    let started = Instant::now();
+    let attached = attach_strace(tracee.id(), output.path(), STRACE_ATTACH_DEADLINE);
+    let took = started.elapsed();
+    let _ = tracee.kill();
+    let _ = tracee.wait();
+    let mut strace = attached.unwrap_or_else(|e| panic!("{e}"));
+    let _ = strace.wait();
+    let traced = std::fs::read_to_string(output.path()).unwrap();
+    assert!(
+        traced.starts_with(&format!("{} ", tracee.id())),
+        "strace's output does not start with the tracee's thread: {traced:?}"
+    );
+    println!("storm: strace attached to a sleeping process in {took:?}");
+}
+
 /// `cargo test --benches`: a few seconds that show every part still works, for CI.
 fn smoke() {
     let run = udev_rule(4, &script_path());
@@ -993,6 +1093,7 @@ fn smoke() {
         (trace.syscalls, trace.timer_expiries, trace.input_wakeups),
         (3, 1, 1)
     );
+    strace_attach_smoke();
     println!("storm: smoke test passed; `make bench` prints the figures");
 }
 
@@ -1012,8 +1113,24 @@ fn main() {
                 println!("{}", tree.keep().display());
             }
         }
+        Some("idle") => {
+            let seconds = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10);
+            match idle(&["run", "--dry-run"], "READY", seconds, 1) {
+                Ok(run) => {
+                    let trace = run.trace.unwrap_or_default();
+                    println!(
+                        "idle {} s: {} context switches over {} threads; strace: {} syscalls, {} timer expiries, {} input wake-ups",
+                        run.seconds, run.wakeups, run.threads, trace.syscalls, trace.timer_expiries, trace.input_wakeups
+                    );
+                }
+                Err(error) => {
+                    eprintln!("idle: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Some(other) if !other.starts_with('-') => {
-            eprintln!("unknown mode {other:?}: instructions | udev-rule (or none for the report)");
+            eprintln!("unknown mode {other:?}: instructions | udev-rule | fixture | idle (or none for the report)");
             std::process::exit(2);
         }
         _ if benching => report(),

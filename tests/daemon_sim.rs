@@ -33,10 +33,15 @@ async fn a_terabyte_of_virtio_mem_is_one_reload() {
     assert_eq!(c.reloads, 1);
     assert_eq!(c.reloads_failed, 0);
     assert_eq!(c.events_coalesced, 16_383);
-    assert_eq!(
-        c.uevent_batches, 64,
-        "read in batches of 256, one wake-up each"
+    // How many batches there are is the simulator's setting (batch_size uevents per simulated read); what is
+    // checked is that the daemon counts each delivered batch once and that a burst spread over many reads is
+    // still one reload.
+    assert!(
+        outcome.batches_delivered > 1,
+        "{}",
+        outcome.batches_delivered
     );
+    assert_eq!(c.uevent_batches, outcome.batches_delivered);
     assert_eq!(outcome.new_ranges.len(), 1);
     assert_eq!(outcome.new_ranges[0].size(), 1 << 40);
     assert!(

@@ -467,6 +467,21 @@ fn small_kernel_buffer_overflow_without_daemon_dump_misses_dimms() {
     let overflow = kernel_overflow_lines(&mut guest);
     println!("[{}] kernel log: {:?}", guest.name, overflow.last());
     assert!(!overflow.is_empty(), "the kernel logged its overflow");
+    // The real line, as the daemon's kmsg watcher classifies it: both sizes whole pages (the fixture in
+    // tests/fixtures/kmsg/ quotes one of these).
+    for line in &overflow {
+        match kdump_hotplugd::core::kmsg_record::classify(line) {
+            Some(kdump_hotplugd::core::kmsg_record::KernelFinding::BufferOverflow {
+                elfsz: Some(elfsz),
+                memsz: Some(memsz),
+                ..
+            }) => assert!(
+                elfsz > memsz && elfsz % 4096 == 0 && memsz % 4096 == 0,
+                "{line}"
+            ),
+            other => panic!("the overflow line is not classified as one: {line:?}: {other:?}"),
+        }
+    }
     let hotplug = guest.run_ok(
         "echo \"@@ CRASH_HOTPLUG $(cat /sys/devices/system/memory/crash_hotplug)\"",
         guest.accel.scale(10),

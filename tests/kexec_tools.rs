@@ -1,7 +1,8 @@
 //! The kexec-tools loader with the real `kexec` binary, where it cannot load anything: on a kernel without a
-//! crashkernel= reservation kexec-tools refuses, and its own words reach the error and the log. Skips where
-//! kexec-tools is not installed (set KDUMP_HOTPLUGD_TEST_KEXEC to a kexec binary, e.g. one unpacked with
-//! `apt-get download kexec-tools && dpkg -x`), and where a crash kernel could really be loaded.
+//! crashkernel= reservation kexec-tools refuses, and its own words reach the error and the log. Needs kexec-tools
+//! (`make deps` installs it; KDUMP_HOTPLUGD_TEST_KEXEC names another kexec binary, e.g. one unpacked with
+//! `apt-get download kexec-tools && dpkg -x`) and a host where no crash kernel could really be loaded: where
+//! either is missing the test skips, or fails under CI=true (tests/common/precondition.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,12 +12,34 @@ use kdump_hotplugd::core::decide::LoaderChoice;
 use kdump_hotplugd::edge::kexec::{KernelPlan, KexecToolsLoader, KexecToolsMode, PlanOrigin};
 use kdump_hotplugd::edge::{LoadRequest, Loader};
 
-fn kexec_binary() -> Option<PathBuf> {
-    std::env::var_os("KDUMP_HOTPLUGD_TEST_KEXEC")
+#[path = "common/precondition.rs"]
+mod precondition;
+
+const KEXEC_VARIABLE: &str = "KDUMP_HOTPLUGD_TEST_KEXEC";
+
+/// The kexec binary: the one KDUMP_HOTPLUGD_TEST_KEXEC names (and only that one, when set), else the Debian
+/// package's. `Err` says what is missing.
+fn kexec_binary() -> Result<PathBuf, String> {
+    if let Some(named) = std::env::var_os(KEXEC_VARIABLE) {
+        let named = PathBuf::from(named);
+        return if named.exists() {
+            Ok(named)
+        } else {
+            Err(format!(
+                "kexec-tools: {} (from {KEXEC_VARIABLE}) does not exist",
+                named.display()
+            ))
+        };
+    }
+    ["/usr/sbin/kexec", "/sbin/kexec"]
         .map(PathBuf::from)
         .into_iter()
-        .chain(["/usr/sbin/kexec", "/sbin/kexec"].map(PathBuf::from))
         .find(|p| p.exists())
+        .ok_or_else(|| {
+            "kexec-tools is not installed (no /usr/sbin/kexec or /sbin/kexec): apt-get install kexec-tools, \
+             or make deps"
+                .to_owned()
+        })
 }
 
 fn reservation_exists() -> bool {
@@ -30,13 +53,15 @@ fn reservation_exists() -> bool {
 
 #[tokio::test]
 async fn real_kexec_refusal_is_reported_with_its_output() {
-    let Some(kexec) = kexec_binary() else {
-        eprintln!("SKIP: kexec-tools not installed (set KDUMP_HOTPLUGD_TEST_KEXEC)");
-        return;
+    let kexec = match kexec_binary() {
+        Ok(kexec) => kexec,
+        Err(reason) => return precondition::missing(reason),
     };
     if reservation_exists() {
-        eprintln!("SKIP: this host has a crashkernel= reservation; the test would really load");
-        return;
+        return precondition::missing(
+            "this host has a crashkernel= reservation: the test would really load a crash kernel; run it on a \
+             host without one",
+        );
     }
     let plan = KernelPlan {
         kernel: PathBuf::from("/proc/self/exe"),
@@ -85,4 +110,54 @@ async fn real_kexec_refusal_is_reported_with_its_output() {
         assert!(!error.retry, "{}", error.message);
     }
     assert!(Path::new(&kexec).is_absolute());
+}
+
+/// The precondition helper end to end: this crate's own test, run again as a child process with kexec-tools
+/// "missing" (KDUMP_HOTPLUGD_TEST_KEXEC names a path that does not exist; nothing is uninstalled). Under
+/// CI=true it fails and says why; without CI it passes and prints SKIP with the same reason.
+#[test]
+fn without_kexec_tools_ci_fails_and_a_local_run_skips() {
+    let run = |ci: Option<&str>| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "real_kexec_refusal_is_reported_with_its_output",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KEXEC_VARIABLE, "/nonexistent/kdump-hotplugd-test/kexec");
+        match ci {
+            Some(value) => command.env(precondition::CI_VARIABLE, value),
+            None => command.env_remove(precondition::CI_VARIABLE),
+        };
+        let output = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, text)
+    };
+    let reason = "kexec-tools: /nonexistent/kdump-hotplugd-test/kexec (from KDUMP_HOTPLUGD_TEST_KEXEC) does not exist";
+
+    let (status, text) = run(Some("true"));
+    assert!(
+        !status.success(),
+        "CI=true: the test passed without kexec-tools\n{text}"
+    );
+    assert!(
+        text.contains("precondition not met under CI=true"),
+        "{text}"
+    );
+    assert!(text.contains(reason), "{text}");
+    assert!(text.contains("1 failed"), "{text}");
+
+    let (status, text) = run(None);
+    assert!(
+        status.success(),
+        "without CI the test must skip, not fail\n{text}"
+    );
+    assert!(text.contains(&format!("SKIP: {reason}")), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }

@@ -11,13 +11,34 @@ use kdump_hotplugd::edge::EventSource;
 use kdump_hotplugd::messages::{Event, UeventSender};
 use tokio::sync::mpsc;
 
+#[path = "common/precondition.rs"]
+mod precondition;
+
 const CPU0: &str = "/sys/devices/system/cpu/cpu0/uevent";
 const MEMORY0: &str = "/sys/devices/system/memory/memory0/uevent";
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Writes `change`; `Err` with the reason when this machine does not allow it (the test then skips).
+/// Writes `change`; `Err` with the reason when this machine does not allow it (a missing precondition).
 fn trigger(path: &str) -> Result<(), String> {
-    std::fs::write(path, "change").map_err(|e| format!("cannot write {path}: {e}"))
+    std::fs::write(path, "change")
+        .map_err(|e| format!("cannot write {path} (needs root and a writable sysfs): {e}"))
+}
+
+/// The kernel's uevent socket, or the reason this machine forbids it.
+fn netlink(watch: Watch) -> Result<KernelUevents, String> {
+    KernelUevents::open(watch)
+        .map_err(|e| format!("this machine forbids a uevent netlink socket: {e}"))
+}
+
+/// Memory block 0's uevent file, or why there is none.
+fn memory0() -> Result<&'static str, String> {
+    if std::path::Path::new(MEMORY0).exists() {
+        Ok(MEMORY0)
+    } else {
+        Err(format!(
+            "{MEMORY0} does not exist (a kernel without memory hotplug): no memory uevent to trigger"
+        ))
+    }
 }
 
 /// Receives batches until one holds `wanted`, or the deadline passes.
@@ -43,21 +64,17 @@ async fn wait_for(events: &mut mpsc::Receiver<Event>, wanted: DomainEvent) -> Re
 
 #[tokio::test]
 async fn kernel_netlink_source_delivers_real_cpu_and_memory_uevents() {
-    let source = match KernelUevents::open(Watch::default()) {
+    let source = match netlink(Watch::default()) {
         Ok(source) => source,
-        Err(error) => {
-            eprintln!("SKIP: this machine forbids a uevent netlink socket: {error}");
-            return;
-        }
+        Err(reason) => return precondition::missing(reason),
     };
     assert!(source.receive_buffer() > 0);
     let (tx, mut rx) = mpsc::channel(64);
     let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
 
     if let Err(reason) = trigger(CPU0) {
-        eprintln!("SKIP: {reason}");
         task.abort();
-        return;
+        return precondition::missing(reason);
     }
     wait_for(
         &mut rx,
@@ -69,38 +86,38 @@ async fn kernel_netlink_source_delivers_real_cpu_and_memory_uevents() {
     .await
     .unwrap();
 
-    if std::path::Path::new(MEMORY0).exists() {
-        trigger(MEMORY0).unwrap();
-        wait_for(
-            &mut rx,
-            DomainEvent::MemoryBlock {
-                index: 0,
-                action: HotplugAction::Change,
-            },
-        )
-        .await
-        .unwrap();
-    } else {
-        eprintln!("note: {MEMORY0} does not exist (no memory hotplug): memory uevent not tested");
+    match memory0() {
+        Ok(memory0) => {
+            trigger(memory0).unwrap();
+            wait_for(
+                &mut rx,
+                DomainEvent::MemoryBlock {
+                    index: 0,
+                    action: HotplugAction::Change,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        Err(reason) => precondition::missing(format!("memory part: {reason}")),
     }
     task.abort();
 }
 
 #[tokio::test]
 async fn unwatched_kinds_do_not_wake_the_owner_loop() {
-    let Ok(source) = KernelUevents::open(Watch {
+    let source = match netlink(Watch {
         memory: true,
         cpu: false,
-    }) else {
-        eprintln!("SKIP: no uevent netlink socket");
-        return;
+    }) {
+        Ok(source) => source,
+        Err(reason) => return precondition::missing(reason),
     };
     let (tx, mut rx) = mpsc::channel(64);
     let task = tokio::spawn(Box::new(source).run(UeventSender::new(tx)));
-    if trigger(CPU0).is_err() || !std::path::Path::new(MEMORY0).exists() {
-        eprintln!("SKIP: cannot trigger both uevents here");
+    if let Err(reason) = trigger(CPU0).and_then(|()| memory0().map(drop)) {
         task.abort();
-        return;
+        return precondition::missing(reason);
     }
     // The memory uevent comes after the CPU one: if the CPU one had produced a batch it would be first.
     trigger(MEMORY0).unwrap();
@@ -129,15 +146,18 @@ async fn unwatched_kinds_do_not_wake_the_owner_loop() {
 #[tokio::test]
 async fn an_overflowing_socket_reports_lost_uevents() {
     // The smallest buffer the kernel allows (it raises tiny values to its minimum, a few KiB).
-    let Ok(source) = KernelUevents::open_with_buffer(Watch::default(), 1) else {
-        eprintln!("SKIP: no uevent netlink socket");
-        return;
+    let source = match KernelUevents::open_with_buffer(Watch::default(), 1) {
+        Ok(source) => source,
+        Err(error) => {
+            return precondition::missing(format!(
+                "this machine forbids a uevent netlink socket: {error}"
+            ))
+        }
     };
     // Nobody reads yet: the kernel queues until the buffer is full, then drops.
     for _ in 0..200 {
         if let Err(reason) = trigger(CPU0) {
-            eprintln!("SKIP: {reason}");
-            return;
+            return precondition::missing(reason);
         }
     }
     let (tx, mut rx) = mpsc::channel(64);
@@ -182,14 +202,13 @@ fn udev_monitor_opens_with_an_enlarged_buffer() {
 #[tokio::test]
 async fn a_queued_burst_is_one_batch() {
     const BURST: usize = 1000;
-    let Ok(source) = KernelUevents::open(Watch::default()) else {
-        eprintln!("SKIP: no uevent netlink socket");
-        return;
+    let source = match netlink(Watch::default()) {
+        Ok(source) => source,
+        Err(reason) => return precondition::missing(reason),
     };
     for _ in 0..BURST {
         if let Err(reason) = trigger(CPU0) {
-            eprintln!("SKIP: {reason}");
-            return;
+            return precondition::missing(reason);
         }
     }
     let (tx, mut rx) = mpsc::channel(64);

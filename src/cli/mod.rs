@@ -465,7 +465,11 @@ fn print_report(outcome: &SimulationOutcome) {
     println!("  coalesced         {:>10}", c.events_coalesced);
     println!("  malformed         {:>10}", c.events_malformed);
     println!("  socket overflows  {:>10}", c.uevent_overflows);
-    println!("  socket reads      {:>10}", c.uevent_batches);
+    // The batch count is the simulator's setting (batch_size uevents per simulated read), not a measurement.
+    println!(
+        "  batches           {:>10}  (simulated reads of {} uevents each)",
+        c.uevent_batches, outcome.scenario.batch_size
+    );
     println!("reloads             {:>10}", c.reloads);
     println!("  failed            {:>10}", c.reloads_failed);
     println!("  skipped           {:>10}", c.reloads_skipped);

@@ -126,15 +126,15 @@ mod tests {
     #[test]
     fn x86_overflow_line_is_a_buffer_overflow() {
         let record =
-            parse_record("3,1742,5119820,-;crash hp: update elfcorehdr elfsz 1064 > memsz 848\n")
+            parse_record("3,1742,5119820,-;crash hp: update elfcorehdr elfsz 8192 > memsz 4096\n")
                 .unwrap();
         assert_eq!(record.sequence, 1742);
         assert_eq!(
             classify(record.text),
             Some(KernelFinding::BufferOverflow {
-                elfsz: Some(1064),
-                memsz: Some(848),
-                line: "crash hp: update elfcorehdr elfsz 1064 > memsz 848".into()
+                elfsz: Some(8192),
+                memsz: Some(4096),
+                line: "crash hp: update elfcorehdr elfsz 8192 > memsz 4096".into()
             })
         );
     }

@@ -144,7 +144,8 @@ pub struct Scenario {
     pub kernel: SimKernel,
     pub steps: Vec<Step>,
     pub loader: LoaderBehaviour,
-    /// Uevents the kernel delivers per socket read, and the pause between reads.
+    /// Uevents the simulated socket delivers per read, and the pause between reads: the simulator's own
+    /// settings (a real socket's batches depend on its buffer and on how fast the daemon reads).
     pub batch_size: usize,
     pub batch_interval: Duration,
 }
@@ -284,6 +285,9 @@ struct HostModel {
     header: Vec<MemRange>,
     /// Kernel log lines not yet read by the (simulated) kmsg watcher.
     kmsg: Vec<String>,
+    /// Batches handed to the daemon: the simulated socket reads, `batch_size` uevents each (a setting of the
+    /// simulator, not a property of any kernel).
+    batches_delivered: u64,
     /// What each file was last rendered with: a storm re-renders after every socket read, and rewriting the
     /// files that did not change made the simulated kernel most of a simulated run's CPU time.
     rendered: HashMap<&'static str, String>,
@@ -337,6 +341,7 @@ impl HostModel {
             kernel_updates_header: kernel.crash_hotplug,
             header: Vec::new(),
             kmsg: Vec::new(),
+            batches_delivered: 0,
             rendered: HashMap::new(),
         };
         model.header = model.ranges();
@@ -568,6 +573,11 @@ impl SimulatedHost {
         }
     }
 
+    /// Uevent batches the simulated socket delivered so far (one per simulated read).
+    pub fn batches_delivered(&self) -> u64 {
+        self.model().batches_delivered
+    }
+
     /// Ranges the host has now that it did not have at the start.
     pub fn new_ranges(&self) -> Vec<MemRange> {
         let initial: BTreeSet<_> = self.initial_ranges.iter().collect();
@@ -772,6 +782,7 @@ impl SimulatedHost {
                 if events.batch(batch).await.is_err() {
                     return Ok(());
                 }
+                self.model().batches_delivered += 1;
                 // The simulated /dev/kmsg watcher: the same classifier as the real one.
                 let finding = findings.last().and_then(|line| kmsg_record::classify(line));
                 if let (Some(finding), Some(kernel_log)) = (finding, &self.kernel_log) {

@@ -24,6 +24,8 @@ pub struct SimulationOutcome {
     pub new_ranges: Vec<MemRange>,
     pub loads: Vec<LoadRecord>,
     pub notifications: Vec<Notification>,
+    /// Batches the simulated host delivered (`scenario.batch_size` uevents per simulated read).
+    pub batches_delivered: u64,
 }
 
 /// A prepared simulated daemon: call [`Simulation::run`], or grab [`Simulation::handle`] first.
@@ -137,6 +139,7 @@ impl Simulation {
             new_ranges: host.new_ranges(),
             loads,
             notifications,
+            batches_delivered: host.batches_delivered(),
         }
     }
 }

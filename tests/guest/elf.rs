@@ -5,11 +5,12 @@
 //! empty per-CPU notes of CPUs that never saved their registers. So the PT_LOADs are the memory the dump
 //! holds, and the NT_PRSTATUS notes are the CPUs that were online at the crash.
 
+use base64::Engine as _;
 use kdump_hotplugd::core::model::MemRange;
+use object::elf::{FileHeader64, NT_PRSTATUS, PT_LOAD, PT_NOTE};
+use object::read::elf::{FileHeader as _, ProgramHeader as _};
+use object::LittleEndian;
 
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
-const NT_PRSTATUS: u32 = 1;
 /// x86_64 maps the kernel image at `__START_KERNEL_map`; the header describes that mapping with one extra
 /// PT_LOAD (`crash_prepare_elf64_headers`' `need_kernel_map`), which is not a System RAM range.
 const KERNEL_TEXT_MAP: u64 = 0xffff_ffff_8000_0000;
@@ -25,55 +26,44 @@ pub struct DumpHeader {
     pub vmcoreinfo: bool,
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> Result<u16, String> {
-    bytes
-        .get(at..at + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .ok_or_else(|| format!("ELF header truncated at byte {at}"))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Result<u32, String> {
-    bytes
-        .get(at..at + 4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .ok_or_else(|| format!("ELF header truncated at byte {at}"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Result<u64, String> {
-    bytes
-        .get(at..at + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        .ok_or_else(|| format!("ELF header truncated at byte {at}"))
-}
-
-/// Parses the start of `/proc/vmcore` (at least the headers and the note segment).
+/// Parses the start of `/proc/vmcore` (at least the headers and the note segment) with the `object` crate's
+/// ELF reader: an x86_64 dump is little-endian ELF64.
 pub fn parse(bytes: &[u8]) -> Result<DumpHeader, String> {
-    if bytes.get(0..4) != Some(b"\x7fELF".as_slice()) {
-        return Err("no ELF magic at the start of /proc/vmcore".into());
-    }
-    if bytes[4] != 2 || bytes[5] != 1 {
-        return Err("not a little-endian ELF64 file".into());
-    }
-    let phoff = u64_at(bytes, 0x20)? as usize;
-    let phentsize = u16_at(bytes, 0x36)? as usize;
-    let phnum = u16_at(bytes, 0x38)? as usize;
+    let elf = FileHeader64::<LittleEndian>::parse(bytes).map_err(|e| {
+        format!("/proc/vmcore does not start with a little-endian ELF64 header: {e}")
+    })?;
+    let endian = elf.endian().map_err(|e| format!("/proc/vmcore: {e}"))?;
     let mut header = DumpHeader::default();
-    for index in 0..phnum {
-        let at = phoff + index * phentsize;
-        let p_type = u32_at(bytes, at)?;
-        let p_offset = u64_at(bytes, at + 8)?;
-        let p_vaddr = u64_at(bytes, at + 16)?;
-        let p_paddr = u64_at(bytes, at + 24)?;
-        let p_filesz = u64_at(bytes, at + 32)?;
-        let p_memsz = u64_at(bytes, at + 40)?;
-        match p_type {
-            PT_LOAD if p_vaddr >= KERNEL_TEXT_MAP => header.kernel_text_loads += 1,
-            PT_LOAD if p_memsz > 0 => header
-                .memory
-                .push(MemRange::new(p_paddr, p_paddr + p_memsz - 1)),
+    let segments = elf
+        .program_headers(endian, bytes)
+        .map_err(|e| format!("/proc/vmcore program headers: {e}"))?;
+    for segment in segments {
+        let (vaddr, paddr, memsz) = (
+            segment.p_vaddr(endian),
+            segment.p_paddr(endian),
+            segment.p_memsz(endian),
+        );
+        match segment.p_type(endian) {
+            PT_LOAD if vaddr >= KERNEL_TEXT_MAP => header.kernel_text_loads += 1,
+            PT_LOAD if memsz > 0 => header.memory.push(MemRange::new(paddr, paddr + memsz - 1)),
             PT_NOTE => {
                 header.note_segments += 1;
-                count_notes(bytes, p_offset as usize, p_filesz as usize, &mut header)?;
+                let mut notes = segment
+                    .notes(endian, bytes)
+                    .map_err(|e| {
+                        format!("/proc/vmcore note segment (read enough of the file?): {e}")
+                    })?
+                    .ok_or("a PT_NOTE segment without notes")?;
+                while let Some(note) = notes
+                    .next()
+                    .map_err(|e| format!("/proc/vmcore note: {e}"))?
+                {
+                    match (note.name(), note.n_type(endian)) {
+                        (b"CORE", NT_PRSTATUS) => header.cpu_notes += 1,
+                        (b"VMCOREINFO", _) => header.vmcoreinfo = true,
+                        _ => {}
+                    }
+                }
             }
             _ => {}
         }
@@ -82,73 +72,12 @@ pub fn parse(bytes: &[u8]) -> Result<DumpHeader, String> {
     Ok(header)
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn count_notes(
-    bytes: &[u8],
-    offset: usize,
-    size: usize,
-    header: &mut DumpHeader,
-) -> Result<(), String> {
-    let end = offset + size;
-    if end > bytes.len() {
-        return Err(format!(
-            "note segment {offset}+{size} lies past the {} bytes read",
-            bytes.len()
-        ));
-    }
-    let mut at = offset;
-    while at + 12 <= end {
-        let namesz = u32_at(bytes, at)? as usize;
-        let descsz = u32_at(bytes, at + 4)? as usize;
-        let kind = u32_at(bytes, at + 8)?;
-        if namesz == 0 {
-            break;
-        }
-        let name = bytes
-            .get(at + 12..at + 12 + namesz)
-            .ok_or("note name truncated")?;
-        let name = name.strip_suffix(b"\0").unwrap_or(name);
-        match (name, kind) {
-            (b"CORE", NT_PRSTATUS) => header.cpu_notes += 1,
-            (b"VMCOREINFO", _) => header.vmcoreinfo = true,
-            _ => {}
-        }
-        at += 12 + align4(namesz) + align4(descsz);
-    }
-    Ok(())
-}
-
-/// Decodes standard base64 (busybox `base64` output), ignoring line breaks.
+/// Decodes standard base64 (busybox `base64` output, wrapped in lines).
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some((c - b'A') as u32),
-            b'a'..=b'z' => Some((c - b'a') as u32 + 26),
-            b'0'..=b'9' => Some((c - b'0') as u32 + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            break;
-        }
-        let v = value(c).ok_or_else(|| format!("not base64: {:?}", c as char))?;
-        buffer = (buffer << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    let joined: String = text.split_ascii_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(joined)
+        .map_err(|e| format!("not base64: {e}"))
 }
 
 /// The bytes of `expected` that no range of `actual` covers, as ranges.
@@ -182,11 +111,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_round_trip_of_a_known_string() {
+    fn base64_lines_decode() {
         assert_eq!(
             base64_decode("aGVsbG8g\nd29ybGQ=\n").unwrap(),
             b"hello world"
         );
+        assert!(base64_decode("not*base64").is_err());
+    }
+
+    /// The reader on a real ELF64 file, this test binary: loadable segments, a note segment, no CPU notes.
+    #[test]
+    fn parse_reads_a_real_elf_file() {
+        let bytes = std::fs::read("/proc/self/exe").unwrap();
+        let header = parse(&bytes).unwrap();
+        assert!(!header.memory.is_empty(), "{header:?}");
+        assert!(header.note_segments >= 1, "{header:?}");
+        assert_eq!((header.cpu_notes, header.vmcoreinfo), (0, false));
+        assert!(parse(b"\x7fELF not really").is_err());
+        assert!(parse(b"#!/bin/sh").is_err());
     }
 
     #[test]
