@@ -129,6 +129,32 @@ fn stale_kernel_with_daemon_one_reload_dump_complete() {
     assert_dump_covers(&guest.name, &iomem, &dump);
 }
 
+/// The same burst reloaded through `kexec_load` with segments kexec-tools prepared before the call (`kexec -c
+/// -p`, what `loader.kind = "auto"` picks on this kernel): one reload, a complete dump, and the window with no
+/// crash kernel, measured by the same 2 ms poller as the `kexec_file_load` scenario above, for the figures.
+#[test]
+#[ignore = "QEMU guest tier: make test-guest"]
+fn stale_kernel_with_daemon_prepared_kexec_load_one_reload_dump_complete() {
+    let mut guest = Guest::boot(&GuestOptions::new("6.1-with-daemon-kexec-load", "6.1"));
+    start_watchers(&mut guest);
+    let before = start_daemon(&mut guest, "--loader kexec-load");
+    let since = plug(&mut guest, 4 * GIB, 3);
+    let after = wait_daemon_idle_after(&mut guest, &before);
+    let iomem = read_iomem(&mut guest);
+    let figures = figures(&mut guest, since);
+    print_figures(&guest.name, "daemon, kexec_load (kexec -c -p)", &figures);
+    println!("[{}] daemon: {}", guest.name, after.line);
+    assert_eq!(
+        after.reloads - before.reloads,
+        1,
+        "exactly one reload for the burst: {after:?}"
+    );
+    assert_eq!(after.failed, 0, "no failed reload: {after:?}");
+    assert_eq!(figures.loads, 1, "the poller saw one load after the burst");
+    let dump = crash(&mut guest);
+    assert_dump_covers_userspace_header(&guest.name, &iomem, &dump);
+}
+
 /// Debian's 6.12 keeps the header current itself (crash_hotplug = 1 once a crash kernel is loaded with
 /// kexec_file_load): the daemon must see that and not reload for memory events; the dump still covers all.
 #[test]

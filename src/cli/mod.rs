@@ -62,7 +62,8 @@ enum Command {
         /// Simulations: play the scenario only on SIGUSR1, so D-Bus clients can subscribe to signals first.
         #[arg(long)]
         hold_scenario: bool,
-        /// Loader, overriding loader.kind: native (kexec_file_load), kexec-tools (kexec -s -p) or command.
+        /// Loader, overriding loader.kind: auto (the shortest window that works here), kexec-load (kexec -c -p),
+        /// native (kexec_file_load), kexec-tools (kexec -s -p) or command.
         #[arg(long, value_name = "KIND")]
         loader: Option<LoaderArg>,
         /// Crash kernel image (absolute, under --sysroot), overriding loader.kernel.
@@ -143,6 +144,8 @@ enum Command {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LoaderArg {
+    Auto,
+    KexecLoad,
     Native,
     KexecTools,
     Command,
@@ -236,6 +239,8 @@ pub fn main() -> ExitCode {
                     let overrides = real_host::Overrides {
                         dry_run,
                         loader: loader.map(|l| match l {
+                            LoaderArg::Auto => config::LoaderKind::Auto,
+                            LoaderArg::KexecLoad => config::LoaderKind::KexecLoad,
                             LoaderArg::Native => config::LoaderKind::Native,
                             LoaderArg::KexecTools => config::LoaderKind::KexecTools,
                             LoaderArg::Command => config::LoaderKind::Command,

@@ -17,6 +17,8 @@
 //! On a kernel with `CONFIG_CRASH_HOTPLUG` and a kexec-tools that knows `--hotplug` (kexec-tools 2.0.28,
 //! "crashdump: introduce the hotplug command line options"), the prepared load passes it, so the kernel
 //! updates later bursts in place (`KEXEC_UPDATE_ELFCOREHDR`, sized from `/sys/kernel/crash_elfcorehdr_size`).
+//! Where kexec-tools is older, such a kernel gets `kexec_file_load`: an in-place update needs no reload at all,
+//! which beats the shortest window.
 
 use serde::Serialize;
 
@@ -214,6 +216,18 @@ pub fn choose(facts: &Facts) -> Decision {
             "kexec-tools is not installed: the daemon's own kexec_file_load",
         );
     }
+    if facts.kernel_crash_hotplug
+        && !kexec_tools_knows_hotplug(facts.kexec_tools_version.as_deref())
+    {
+        // A header the kernel updates in place needs no reload at all for later bursts: no window beats a
+        // short one. kexec_file_load always gets that (KEXEC_FILE_ON_CRASH sets the hotplug support flag on
+        // such kernels); kexec_load only with --hotplug, which this kexec-tools does not know.
+        return decision(
+            Choice::Native,
+            "the kernel updates a kexec_file_load header in place (CONFIG_CRASH_HOTPLUG), and this kexec-tools \
+             has no --hotplug (2.0.28) to ask for that with kexec_load",
+        );
+    }
     decision(
         prepared(),
         "kexec_load with segments prepared before the call: the shortest window with no crash kernel",
@@ -265,7 +279,9 @@ mod tests {
     fn a_hotplug_kernel_and_kexec_tools_2_0_28_get_in_place_updates() {
         let mut f = facts();
         f.kernel_crash_hotplug = true;
-        assert_eq!(choose(&f).choice, Choice::Prepared { hotplug: false });
+        // Without --hotplug a kexec_load header would go stale at the next burst: kexec_file_load is updated in
+        // place instead.
+        assert_eq!(choose(&f).choice, Choice::Native);
         f.kexec_tools_version = Some("2.0.28".to_owned());
         assert_eq!(choose(&f).choice, Choice::Prepared { hotplug: true });
         f.kernel_crash_hotplug = false;
