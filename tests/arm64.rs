@@ -162,14 +162,11 @@ fn arm64_without_daemon_dump_misses_hot_added_memory() {
     );
 }
 
-/// The arm64 daemon, started as the x86 tier starts it (`kdump-hotplugd run --loader native`): it must load
-/// the crash kernel, reload once after the hot-add, and the dump must then cover every System RAM range (by
-/// union: kexec-tools' arm64 header need not list the ranges one per resource). This is the scenario the arm64
-/// core work is to make pass; until then it fails and prints what the daemon did.
-#[test]
-#[ignore = "arm64 guest tier: make test-arm64"]
-fn arm64_with_daemon_one_reload_dump_complete() {
-    let mut guest = boot("arm64-with-daemon", true);
+/// The arm64 daemon with the given loader: it must load the crash kernel, reload once after the hot-add, and
+/// the dump must then cover every System RAM range (by union: kexec-tools' arm64 header need not list the
+/// ranges one per resource). Until the daemon can do that on arm64 it fails here, printing what it did.
+fn daemon_scenario(name: &str, loader: &str) {
+    let mut guest = boot(name, true);
     start_watchers(&mut guest);
     let ranges = guest.run(
         "kdump-hotplugd ranges 2>&1 | tail -n 30",
@@ -179,12 +176,13 @@ fn arm64_with_daemon_one_reload_dump_complete() {
         "[{}] FACT `kdump-hotplugd ranges` on arm64: {ranges:?}",
         guest.name
     );
+    let started = Instant::now();
     guest.run_ok(
-        "guest-tools start-daemon --loader native",
+        &format!("guest-tools start-daemon --loader {loader}"),
         guest.accel.scale(10),
     );
-    // Either the daemon comes up idle with a crash kernel loaded, or it stops or stays without one: wait for
-    // whichever comes first and say which.
+    // The daemon comes up idle with a crash kernel loaded, or reports an error, or exits: whichever comes
+    // first, within the deadline.
     let deadline = Instant::now() + guest.accel.scale(40);
     let before = loop {
         let status = daemon_status(&mut guest);
@@ -198,18 +196,33 @@ fn arm64_with_daemon_one_reload_dump_complete() {
             .run("kill -0 \"$(cat /run/daemon.pid)\"", guest.accel.scale(10))
             .0
             == 0;
-        if !alive || Instant::now() > deadline {
+        // The status line may not parse when the error quotes kexec's own "exit status: N": the log says it.
+        let failed = status.as_ref().is_some_and(|s| s.state == "error")
+            || guest
+                .run(
+                    "grep -q 'crash kernel reload failed' /run/daemon.log",
+                    guest.accel.scale(10),
+                )
+                .0
+                == 0;
+        if !alive || failed || Instant::now() > deadline {
             let log = daemon_log(&mut guest);
             panic!(
-                "[{}] the arm64 daemon {} without loading a crash kernel (last status {status:?}); its log:\n{}",
+                "[{}] the arm64 daemon (--loader {loader}) {} after {:.1}s without loading a crash kernel (last status {status:?}); its log:\n{}",
                 guest.name,
-                if alive { "stayed up" } else { "exited" },
+                if !alive { "exited" } else if failed { "reported an error" } else { "stayed up" },
+                started.elapsed().as_secs_f64(),
                 log.join("\n")
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
-    println!("[{}] daemon up: {}", guest.name, before.line);
+    println!(
+        "[{}] daemon up, crash kernel loaded, after {:.1}s: {}",
+        guest.name,
+        started.elapsed().as_secs_f64(),
+        before.line
+    );
     let since = plug(&mut guest, HOT_ADD, 3);
     let after = wait_daemon_idle_after(&mut guest, &before);
     let iomem = read_iomem(&mut guest);
@@ -217,7 +230,8 @@ fn arm64_with_daemon_one_reload_dump_complete() {
     print_figures(&guest.name, "daemon", &figures);
     println!("[{}] daemon: {}", guest.name, after.line);
     let log = daemon_log(&mut guest);
-    println!("[{}] daemon log:\n{}", guest.name, log.join("\n"));
+    let decisions: Vec<&String> = log.iter().filter(|l| l.contains(" decided")).collect();
+    println!("[{}] daemon decisions: {decisions:#?}", guest.name);
     assert_eq!(
         after.reloads - before.reloads,
         1,
@@ -225,7 +239,17 @@ fn arm64_with_daemon_one_reload_dump_complete() {
     );
     assert_eq!(after.failed, 0, "no failed reload: {after:?}");
     assert_eq!(after.lost, 0, "no uevent lost: {after:?}");
+    assert_eq!(
+        after.events - before.events,
+        figures.memory_uevents as u64,
+        "the daemon saw every memory uevent the guest's logger saw"
+    );
     let dump = crash(&mut guest);
+    println!(
+        "[{}] FACT vmcore PT_LOADs after the daemon's reload: {}",
+        guest.name,
+        hex_ranges(&dump.header.memory)
+    );
     let expected = kdump_hotplugd::ranges::crash_ranges(&iomem);
     let missing = elf::uncovered(&expected, &dump.header.memory);
     assert!(
@@ -246,4 +270,23 @@ fn arm64_with_daemon_one_reload_dump_complete() {
         expected.len(),
         bytes(&expected) as f64 / GIB as f64
     );
+}
+
+/// As the x86 tier runs the daemon (`--loader native`, kexec_file_load). Debian's arm64 kernels have no
+/// kexec_file_load, so today the daemon reports "this kernel has no kexec_file_load" and loads nothing: the
+/// scenario the arm64 core work is to make pass (by choosing kexec_load there).
+#[test]
+#[ignore = "arm64 guest tier: make test-arm64"]
+fn arm64_with_daemon_native_loader_one_reload_dump_complete() {
+    daemon_scenario("arm64-with-daemon-native", "native");
+}
+
+/// The daemon with kexec-tools as its loader. It runs `kexec -s -p` (kexec_file_load through kexec-tools) and
+/// keeps `kexec -c -p` (kexec_load) for headers that outgrow the kernel's buffer, so today it fails the same way
+/// ("syscall kexec_file_load not available."); on arm64 it must use `-c`, whose header kexec-tools builds from
+/// /proc/iomem at each reload.
+#[test]
+#[ignore = "arm64 guest tier: make test-arm64"]
+fn arm64_with_daemon_kexec_tools_loader_one_reload_dump_complete() {
+    daemon_scenario("arm64-with-daemon-kexec-tools", "kexec-tools");
 }
