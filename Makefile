@@ -161,7 +161,8 @@ check-rust-1.85:
 
 # The arm64 .deb from the same staging as the amd64 one (`make install` into $(PKGROOT)); cargo-deb's
 # --target finds the binary under target/arm64/$(ARM64_TARGET)/release and strips it with
-# aarch64-linux-gnu-strip (binutils-aarch64-linux-gnu, which `setup.sh host` installs).
+# aarch64-linux-gnu-strip (binutils-aarch64-linux-gnu, which `setup.sh host` installs). The binary needs
+# glibc 2.39 (trixie's std links pidfd_spawnp): the package is for Debian 13 and later.
 deb-arm64: tools build-arm64
 	bash tests/arm64/setup.sh host
 	rm -rf $(PKGROOT)
@@ -171,6 +172,8 @@ deb-arm64: tools build-arm64
 	aarch64-linux-gnu-strip --strip-unneeded $(PKGROOT)/usr/sbin/kdump-hotplugd
 	rm -f target/arm64/debian/kdump-hotplugd_*_arm64.deb
 	CARGO_TARGET_DIR=target/arm64 $(CARGO) deb --no-build --target $(ARM64_TARGET) --output target/arm64/debian/
+	@# cargo-deb's $$auto finds no arm64 libraries on this host: dpkg-shlibdeps in the chroot adds them.
+	bash tests/arm64/setup.sh deb-depends target/arm64/debian/kdump-hotplugd_*_arm64.deb
 	@ls -l target/arm64/debian/*_arm64.deb
 
 # The arm64 guest tier: Debian's arm64 kernel in QEMU 10's virt machine (UEFI, software emulation). Installs

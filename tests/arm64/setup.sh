@@ -5,7 +5,8 @@
 #                                arm64 standard library, the aarch64 cross compiler and libudev-dev:arm64
 #   setup.sh build [CARGO ARGS]  run `cargo ARGS` on this tree inside the chroot (default: the arm64 release
 #                                build); the target dir is target/arm64 (cross) or target/rust-1.85 (native)
-#   setup.sh strip FILE...       aarch64-linux-gnu-strip --strip-unneeded, inside the chroot
+#   setup.sh deb-depends DEB     set the Depends of an arm64 .deb that cargo-deb built on this host (where
+#                                its $auto finds no arm64 libraries) to dpkg-shlibdeps' answer in the chroot
 #   setup.sh host                install the host packages the arm64 guests need (QEMU 10 from
 #                                bookworm-backports, UEFI firmware, cpio, …)
 #   setup.sh guest-parts         fetch and unpack the arm64 kernel, busybox and kexec-tools (prints the folder)
@@ -26,7 +27,7 @@ TARGET=aarch64-unknown-linux-gnu
 # What the chroot must hold: Debian's Rust (1.85 in trixie) for both architectures, the cross linker, and the
 # one C library the daemon links (libudev, through the udev crate's pkg-config lookup).
 CHROOT_PACKAGES=(rustc cargo libstd-rust-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    binutils-aarch64-linux-gnu libudev-dev:arm64 libudev-dev pkgconf ca-certificates gcc libc6-dev)
+    binutils-aarch64-linux-gnu libudev-dev:arm64 libudev-dev pkgconf ca-certificates gcc libc6-dev dpkg-dev)
 
 log() { echo "arm64-setup: $*" >&2; }
 
@@ -303,6 +304,35 @@ build_initramfs() {
     log "arm64 initramfs: $(du -h "$out/boot.cpio" | cut -f1) (crash kernel's: $(du -h "$out/crash.cpio" | cut -f1)), daemon: $daemon"
 }
 
+# cargo-deb's `$auto` runs dpkg-shlibdeps, which on this amd64 host knows no arm64 library: the package comes
+# out with only the manifest's own dependencies. dpkg-shlibdeps in the chroot (where libc6, libgcc-s1 and
+# libudev1 are installed for arm64, the versions the binary was linked against) gives the real ones, and the
+# package is rebuilt with them in front.
+deb_depends() {
+    local deb=$1
+    case "$deb" in "$TREE"/*) ;; *) deb=$TREE/$deb ;; esac
+    [ -f "$deb" ] || { log "deb-depends: no $deb"; exit 2; }
+    local work=$TREE/target/arm64/deb-depends
+    rm -rf "$work" && mkdir -p "$work/debian"
+    dpkg-deb -R "$deb" "$work/pkg"
+    local binary=usr/sbin/kdump-hotplugd
+    printf '%s\n' 'Source: kdump-hotplugd' '' 'Package: kdump-hotplugd' 'Architecture: arm64' > "$work/debian/control"
+    local shlibs
+    shlibs=$(in_chroot /bin/sh -c 'cd "$1" && dpkg-shlibdeps -O "pkg/$2"' sh "/src/${work#"$TREE"/}" "$binary" \
+        | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || { log "deb-depends: dpkg-shlibdeps found no dependencies for $binary"; exit 1; }
+    local control=$work/pkg/DEBIAN/control current
+    current=$(sed -n 's/^Depends: //p' "$control")
+    if [ -n "$current" ]; then
+        sed -i "s/^Depends: .*/Depends: $shlibs, $current/" "$control"
+    else
+        echo "Depends: $shlibs" >> "$control"
+    fi
+    dpkg-deb --root-owner-group -Zxz --build "$work/pkg" "$deb" >&2
+    rm -rf "$work"
+    log "$(basename "$deb"): Depends: $(dpkg-deb -f "$deb" Depends)"
+}
+
 case "${1:-}" in
     chroot) make_chroot ;;
     build)
@@ -315,14 +345,7 @@ case "${1:-}" in
         in_chroot /bin/sh -c 'cd /src && CARGO_TARGET_DIR=$0 exec nice cargo "$@"' "$dir" "$@" >&2
         log "cargo $* in the chroot: $((SECONDS - started))s"
         ;;
-    strip)
-        shift
-        make_chroot
-        for file in "$@"; do
-            case "$file" in "$TREE"/*) ;; *) log "strip: $file is not inside $TREE"; exit 2 ;; esac
-            in_chroot aarch64-linux-gnu-strip --strip-unneeded "/src/${file#"$TREE"/}"
-        done
-        ;;
+    deb-depends) make_chroot; deb_depends "$2" ;;
     host) host_setup ;;
     guest-parts) guest_parts ;;
     initramfs) host_setup; build_initramfs "$2" "$3" ;;
