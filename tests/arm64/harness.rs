@@ -204,7 +204,6 @@ impl Guest {
         let mut command = Command::new("qemu-system-aarch64");
         // cortex-a57 emulates faster than `max` (no pointer authentication or SVE to emulate), and Debian's
         // kernel needs nothing newer.
-        let _ = accel;
         command
             .args(["-machine", "virt", "-cpu", "cortex-a57"])
             .args(["-accel", "tcg,thread=multi", "-bios", FIRMWARE])
