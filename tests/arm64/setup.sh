@@ -97,7 +97,7 @@ BACKPORTS_LIST=/etc/apt/sources.list.d/bookworm-backports.sources
 # bookworm's own 7.2 has no virtio-mem on arm64. The firmware makes the guest boot through UEFI, which is
 # what hands it ACPI tables (with -kernel alone it gets a device tree and no memory hotplug).
 host_setup() {
-    if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
         log "adding bookworm-backports to the apt sources ($BACKPORTS_LIST)"
         printf '%s\n' 'Types: deb' "URIs: $MIRROR" 'Suites: bookworm-backports' 'Components: main' \
             'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' > "$BACKPORTS_LIST"
