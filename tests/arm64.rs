@@ -8,7 +8,10 @@
 //! `CONFIG_ACPI_HOTPLUG_MEMORY` (so no `pc-dimm`), `CONFIG_VIRTIO_MEM=m`, and no crash hotplug on arm64 at all.
 //! And kexec-tools' arm64 header never holds virtio-mem memory, not even after a reload (see
 //! `arm64_kexec_tools_reload_after_hot_add_still_misses_virtio_mem`): on these kernels a complete dump after a
-//! hot-add needs a header that kexec-tools does not write.
+//! hot-add needs a header that kexec-tools does not write. Nor would the kernel's own kexec_file_load path
+//! (where enabled): `prepare_elf_headers()` (arch/arm64/kernel/machine_kexec_file.c) walks
+//! `for_each_mem_range()`, which skips MEMBLOCK_DRIVER_MANAGED regions (`should_skip_region()`, mm/memblock.c),
+//! and `add_memory_resource()` marks virtio-mem's memory so (checked in linux-source-6.12).
 
 // The x86 tier's modules, as siblings: scenario.rs names its neighbours `super::elf` and `super::harness`.
 #[allow(dead_code)]
