@@ -7,13 +7,17 @@
 
 use base64::Engine as _;
 use kdump_hotplugd::core::model::MemRange;
-use object::elf::{FileHeader64, NT_PRSTATUS, PT_LOAD, PT_NOTE};
+use object::elf::{FileHeader64, EM_AARCH64, EM_X86_64, NT_PRSTATUS, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::LittleEndian;
 
 /// x86_64 maps the kernel image at `__START_KERNEL_map`; the header describes that mapping with one extra
-/// PT_LOAD (`crash_prepare_elf64_headers`' `need_kernel_map`), which is not a System RAM range.
-const KERNEL_TEXT_MAP: u64 = 0xffff_ffff_8000_0000;
+/// PT_LOAD (`crash_prepare_elf64_headers`' `need_kernel_map`, kexec-tools' `kern_vaddr_start`), which is not
+/// a System RAM range.
+const X86_64_KERNEL_TEXT_MAP: u64 = 0xffff_ffff_8000_0000;
+/// arm64 maps the kernel image above the linear map (`KIMAGE_VADDR`, `arch/arm64/include/asm/memory.h`): the
+/// linear map ends at `_PAGE_END(VA_BITS_MIN)`, 0xffff_8000_0000_0000 with 48-bit (and 52-bit) VAs.
+const AARCH64_KERNEL_TEXT_MAP: u64 = 0xffff_8000_0000_0000;
 
 #[derive(Debug, Default)]
 pub struct DumpHeader {
@@ -33,6 +37,16 @@ pub fn parse(bytes: &[u8]) -> Result<DumpHeader, String> {
         format!("/proc/vmcore does not start with a little-endian ELF64 header: {e}")
     })?;
     let endian = elf.endian().map_err(|e| format!("/proc/vmcore: {e}"))?;
+    let kernel_text_map = match elf.e_machine(endian) {
+        EM_X86_64 => X86_64_KERNEL_TEXT_MAP,
+        EM_AARCH64 => AARCH64_KERNEL_TEXT_MAP,
+        other => {
+            return Err(format!(
+                "ELF machine {}: neither x86_64 nor aarch64",
+                other.0
+            ))
+        }
+    };
     let mut header = DumpHeader::default();
     let segments = elf
         .program_headers(endian, bytes)
@@ -44,7 +58,7 @@ pub fn parse(bytes: &[u8]) -> Result<DumpHeader, String> {
             segment.p_memsz(endian),
         );
         match segment.p_type(endian) {
-            PT_LOAD if vaddr >= KERNEL_TEXT_MAP => header.kernel_text_loads += 1,
+            PT_LOAD if vaddr >= kernel_text_map => header.kernel_text_loads += 1,
             PT_LOAD if memsz > 0 => header.memory.push(MemRange::new(paddr, paddr + memsz - 1)),
             PT_NOTE => {
                 header.note_segments += 1;
@@ -129,6 +143,58 @@ mod tests {
         assert_eq!((header.cpu_notes, header.vmcoreinfo), (0, false));
         assert!(parse(b"\x7fELF not really").is_err());
         assert!(parse(b"#!/bin/sh").is_err());
+    }
+
+    /// An ELF64 header with the given machine and PT_LOADs (vaddr, paddr, memsz), no notes.
+    fn core_file(machine: object::elf::Machine, loads: &[(u64, u64, u64)]) -> Vec<u8> {
+        let mut bytes = vec![0u8; 64];
+        bytes[0..4].copy_from_slice(b"\x7fELF");
+        bytes[4] = 2;
+        bytes[5] = 1;
+        bytes[0x12..0x14].copy_from_slice(&machine.0.to_le_bytes());
+        bytes[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        bytes[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        bytes[0x38..0x3a].copy_from_slice(&(loads.len() as u16).to_le_bytes());
+        for &(vaddr, paddr, memsz) in loads {
+            let mut phdr = vec![0u8; 56];
+            phdr[0..4].copy_from_slice(&PT_LOAD.0.to_le_bytes());
+            phdr[16..24].copy_from_slice(&vaddr.to_le_bytes());
+            phdr[24..32].copy_from_slice(&paddr.to_le_bytes());
+            phdr[32..40].copy_from_slice(&memsz.to_le_bytes());
+            phdr[40..48].copy_from_slice(&memsz.to_le_bytes());
+            bytes.extend(phdr);
+        }
+        bytes
+    }
+
+    #[test]
+    fn kernel_text_mapping_is_told_apart_per_machine() {
+        // arm64: linear map at 0xffff_0000_…, kernel image at 0xffff_8000_…+KASLR.
+        let arm64 = core_file(
+            EM_AARCH64,
+            &[
+                (0xffff_8000_8800_0000, 0x4020_0000, 0x200_0000),
+                (0xffff_0000_0000_0000, 0x4000_0000, 0x8000_0000),
+            ],
+        );
+        let header = parse(&arm64).unwrap();
+        assert_eq!(header.kernel_text_loads, 1);
+        assert_eq!(header.memory, vec![MemRange::new(0x4000_0000, 0xbfff_ffff)]);
+        // x86_64: the linear map at 0xffff_8880_… lies above arm64's boundary and is memory there.
+        let x86 = core_file(
+            EM_X86_64,
+            &[
+                (0xffff_ffff_8100_0000, 0x100_0000, 0x200_0000),
+                (0xffff_8880_0010_0000, 0x10_0000, 0x7ff0_0000),
+            ],
+        );
+        let header = parse(&x86).unwrap();
+        assert_eq!(header.kernel_text_loads, 1);
+        assert_eq!(header.memory, vec![MemRange::new(0x10_0000, 0x7fff_ffff)]);
+        assert!(
+            parse(&core_file(object::elf::Machine(40), &[])).is_err(),
+            "ARM (32-bit) is refused"
+        );
     }
 
     #[test]
