@@ -149,8 +149,9 @@ mod tests {
     fn core_file(machine: object::elf::Machine, loads: &[(u64, u64, u64)]) -> Vec<u8> {
         let mut bytes = vec![0u8; 64];
         bytes[0..4].copy_from_slice(b"\x7fELF");
-        bytes[4] = 2;
-        bytes[5] = 1;
+        bytes[4] = 2; // ELFCLASS64
+        bytes[5] = 1; // ELFDATA2LSB
+        bytes[6] = 1; // EV_CURRENT, which a reader checks
         bytes[0x12..0x14].copy_from_slice(&machine.0.to_le_bytes());
         bytes[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         bytes[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
