@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kdump_hotplugd::model::MemRange;
+use kdump_hotplugd::core::model::MemRange;
 
 use super::system::run_host;
 
