@@ -11,6 +11,11 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// Not every test crate that includes it uses every part.
+#[allow(dead_code)]
+#[path = "common/real_host_tools.rs"]
+mod real_host_tools;
+
 #[path = "common/precondition.rs"]
 mod precondition;
 
@@ -29,70 +34,6 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private `dbus-daemon` with the project's system-like policy (tests/dbus), killed on drop; `Err` says why
-/// there is none (dbus-daemon not installed).
-struct PrivateBus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateBus {
-    fn start() -> Result<PrivateBus, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbus/system-like.conf");
-        let address = format!("unix:path={}/bus", dir.path().display());
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .arg(format!("--address={address}"))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!("cannot run dbus-daemon (apt-get install dbus-daemon, or make deps): {e}")
-            })?;
-        // It prints its address once it listens.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon said {line:?}");
-        Ok(PrivateBus {
-            child,
-            address,
-            _dir: dir,
-        })
-    }
-
-    fn property(&self, name: &str) -> Option<String> {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", self.address))
-            .args([
-                "get-property",
-                "org.kdump.Hotplug1",
-                "/org/kdump/Hotplug1",
-                "org.kdump.Hotplug1",
-                name,
-            ])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-}
-
-impl Drop for PrivateBus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -176,7 +117,7 @@ fn woke(
 fn real_run_is_ready_idle_reacts_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     // Idle includes the D-Bus connection when a bus can be had: zbus must not tick either.
-    let bus = PrivateBus::start()
+    let bus = real_host_tools::PrivateBus::start()
         .map_err(|reason| precondition::missing(format!("D-Bus part: {reason}")))
         .ok();
     let bus_arg = bus
@@ -262,19 +203,6 @@ fn real_run_is_ready_idle_reacts_and_stops() {
     assert!(log.contains("READY: "), "{log}");
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The whole real path on a fixture host with no crash kernel loaded: startup decides to load, the kexec-tools
 /// loader runs a real child process (a stand-in `kexec` that records its arguments) with the plan's kernel,
 /// initrd and command line, and the status reports the reload.
@@ -282,7 +210,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_tree(
+    real_host_tools::copy_tree(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/not-loaded"),
         &root,
     );
@@ -351,7 +279,7 @@ fn startup_loads_a_missing_crash_kernel_through_kexec_tools() {
 fn dry_run_logs_what_it_would_load() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_tree(
+    real_host_tools::copy_tree(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/not-loaded"),
         &root,
     );

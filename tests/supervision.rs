@@ -22,6 +22,11 @@ use kdump_hotplugd::messages::UeventSender;
 use kdump_hotplugd::real_host::{self, Host, Overrides, ServiceError, EXIT_ANOTHER_INSTANCE};
 use kdump_hotplugd::sim::{LoaderBehaviour, RecordingNotifier, SimulatedLoader};
 
+// Not every test crate that includes it uses every part.
+#[allow(dead_code)]
+#[path = "common/real_host_tools.rs"]
+mod real_host_tools;
+
 #[path = "common/precondition.rs"]
 mod precondition;
 
@@ -203,26 +208,13 @@ fn run_to_end(mut command: Command) -> (ExitStatus, String) {
     (status, stderr)
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Two daemons on one host without a bus: the second finds the lock, at /run/kdump-hotplugd/lock under the
 /// sysroot, held, exits with 75 and names the first one's pid; nothing of the first is disturbed.
 #[test]
 fn a_second_instance_is_refused_by_the_lock_and_told_the_first_ones_pid() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    copy_tree(&fixture("small-vm"), &root);
+    real_host_tools::copy_tree(&fixture("small-vm"), &root);
     let first = start_ready(dir.path(), "first", daemon(&["--bus", "none"], &root));
     let lock = root.join("run/kdump-hotplugd/lock");
     assert_eq!(
@@ -250,56 +242,14 @@ fn a_second_instance_is_refused_by_the_lock_and_told_the_first_ones_pid() {
     assert!(first.child.try_wait().unwrap().is_none(), "{}", first.log());
 }
 
-/// A private dbus-daemon with the project's system-like policy, killed on drop.
-struct PrivateBus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateBus {
-    fn start() -> Option<PrivateBus> {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbus/system-like.conf");
-        let address = format!("unix:path={}/bus", dir.path().display());
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .arg(format!("--address={address}"))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        // It prints its address once it listens.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.starts_with("unix:"), "dbus-daemon said {line:?}");
-        Some(PrivateBus {
-            child,
-            address,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Two daemons with different lock directories (two roots, as two containers might have) on one bus: the
 /// second cannot own org.kdump.Hotplug1, exits with 75 and names the owner's unique name and pid, asked of
 /// the bus (GetConnectionUnixProcessID).
 #[test]
 fn a_second_instance_is_refused_by_the_bus_name_and_told_the_owners_pid() {
-    let Some(bus) = PrivateBus::start() else {
-        return precondition::missing("dbus-daemon is not installed");
+    let bus = match real_host_tools::PrivateBus::start() {
+        Ok(bus) => bus,
+        Err(reason) => return precondition::missing(reason),
     };
     let dir = tempfile::tempdir().unwrap();
     let bus_arg = ["--bus", bus.address.as_str()];
