@@ -707,3 +707,182 @@ fn package_lifecycle() {
         "[package] checked: dpkg -i again: enabled, active, serving org.kdump.Hotplug1 ({state})"
     );
 }
+
+/// One way of putting a fresh crash kernel in place, and how long the host had none while it did.
+struct Window {
+    mechanism: &'static str,
+    runs: Vec<f64>,
+    daemon_reload_s: Vec<f64>,
+}
+
+impl Window {
+    fn median(values: &[f64]) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+}
+
+/// Runs `command` (which must leave a crash kernel loaded) `times` times; for each run, the seconds the poller saw
+/// `kexec_crash_loaded` read 0 between the command's start and its end.
+fn measure_window(
+    d: &mut Distro,
+    mechanism: &'static str,
+    command: &str,
+    times: usize,
+    via_daemon: bool,
+) -> Window {
+    let mut window = Window {
+        mechanism,
+        runs: Vec::new(),
+        daemon_reload_s: Vec::new(),
+    };
+    for run in 1..=times {
+        let started = d.uptime();
+        let output = d.sh_ok(command, secs(300));
+        let ended = d.uptime();
+        assert_eq!(
+            d.value("cat /sys/kernel/kexec_crash_loaded"),
+            "1",
+            "[{}] {mechanism} left no crash kernel loaded: {output:?}",
+            d.name
+        );
+        // The poller writes the 0→1 change after the load: wait until it has seen the state the command left.
+        let deadline = std::time::Instant::now() + secs(30);
+        let log = loop {
+            let log = loaded_log(d);
+            if log.last().is_some_and(|&(_, loaded)| loaded) {
+                break log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "[{}] the poller never saw the crash kernel loaded again",
+                d.name
+            );
+        };
+        let (unloaded, loads, _) = unloaded_time(&log, started, ended);
+        assert_eq!(
+            loads, 1,
+            "[{}] {mechanism} run {run}: one unload and load seen by the poller ({log:?})",
+            d.name
+        );
+        window.runs.push(unloaded);
+        if via_daemon {
+            let status = daemon_status(d);
+            window
+                .daemon_reload_s
+                .push(status.u("LastReloadDurationUsec") as f64 / 1e6);
+        }
+        println!(
+            "[{}] {mechanism} run {run}: no crash kernel for {unloaded:.3}s (command took {:.2}s)",
+            d.name,
+            ended - started
+        );
+    }
+    window
+}
+
+/// The window with no crash kernel per reload, same guest, same files, same run: kdump-tools' own reload
+/// (`kdump-config reload`: unload, then kexec-tools prepares and loads), the daemon's default (`kexec -c -p`:
+/// kexec_load of segments prepared before the old image is freed) and the daemon's `kexec_file_load` (the kernel
+/// reads and digests kernel and initrd after freeing the old image).
+#[test]
+#[ignore = "distro tier: make test-distro"]
+fn windows() {
+    const RUNS: usize = 3;
+    const NATIVE_DROP_IN: &str = "/etc/kdump-hotplugd/config.d/90-distro-tier-native.toml";
+    let mut d = Distro::boot("windows", "6.1");
+    let mut figures = Figures::default();
+    assert_eq!(is_active(&mut d), "active");
+    start_watchers(&mut d);
+    let reload = format!("busctl call {BUS_ARGS} Reload");
+    let distro = measure_window(
+        &mut d,
+        "kdump-config reload",
+        "kdump-config reload",
+        RUNS,
+        false,
+    );
+    let kexec_load = measure_window(
+        &mut d,
+        "daemon kexec_load (kexec -c -p)",
+        &reload,
+        RUNS,
+        true,
+    );
+    let plan = d.sh_ok("kdump-hotplugd plan", secs(60)).join("\n");
+    assert!(
+        plan.contains("loader:   kexec_load (kexec -c -p)"),
+        "{plan}"
+    );
+    d.sh_ok(
+        &format!(
+            "printf '# the distro tier measures kexec_file_load here\\n[loader]\\nkind = \"native\"\\n' > {NATIVE_DROP_IN} \
+             && systemctl restart {UNIT} && for i in $(seq 300); do \
+             busctl get-property {BUS_ARGS} State 2>/dev/null | grep -q idle && exit 0; sleep 0.2; done; exit 1"
+        ),
+        secs(180),
+    );
+    let native = measure_window(&mut d, "daemon kexec_file_load", &reload, RUNS, true);
+    let native_status = daemon_status(&mut d);
+    assert_eq!(
+        native_status.u("ReloadsFailed"),
+        0,
+        "{:?}",
+        native_status.values
+    );
+    d.sh_ok(
+        &format!(
+            "rm -f {NATIVE_DROP_IN} && systemctl restart {UNIT} && systemctl is-active {UNIT}"
+        ),
+        secs(180),
+    );
+    stop_poller(&mut d);
+    let mut lines = Vec::new();
+    for (key, window) in [
+        ("kdump_config_reload", &distro),
+        ("daemon_kexec_load", &kexec_load),
+        ("daemon_kexec_file_load", &native),
+    ] {
+        let median = Window::median(&window.runs);
+        figures.add(&format!("{key}_no_crash_kernel_s"), format!("{median:.3}"));
+        if !window.daemon_reload_s.is_empty() {
+            figures.add(
+                &format!("{key}_reload_s"),
+                format!("{:.2}", Window::median(&window.daemon_reload_s)),
+            );
+        }
+        lines.push(format!(
+            "{}: median {median:.3}s of {:?}",
+            window.mechanism,
+            window
+                .runs
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+        ));
+    }
+    figures.add("runs", RUNS);
+    figures.print(&d);
+    let (k, n, c) = (
+        Window::median(&kexec_load.runs),
+        Window::median(&native.runs),
+        Window::median(&distro.runs),
+    );
+    // The rule the loader choice rests on: prepared segments leave the shortest window.
+    assert!(
+        k < n && k < c,
+        "[windows] kexec_load prepared before the call must leave the shortest window: {}",
+        lines.join("; ")
+    );
+    checked(
+        &d,
+        format!(
+            "the window with no crash kernel, median of {RUNS}: {} (kexec_load {:.0}x shorter than kexec_file_load, \
+             {:.0}x shorter than kdump-config reload)",
+            lines.join("; "),
+            n / k.max(1e-3),
+            c / k.max(1e-3)
+        ),
+    );
+}

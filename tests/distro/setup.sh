@@ -199,7 +199,8 @@ build_disk() {
     echo "$TEST_USER" > "$dir/user"
     sha256sum < "$deb" | cut -d' ' -f1 > "$dir/deb"
     # No mount: the file system is written from the directory tree.
-    mkfs.ext4 -q -F -d "$root" -L root "$dir/disk.raw" "$DISK_SIZE"
+    # stdout carries only the folder this script prints: mkfs reports "Creating regular file" there.
+    mkfs.ext4 -q -F -d "$root" -L root "$dir/disk.raw" "$DISK_SIZE" >&2
     rm -rf "$root"
     log "disk image with the .deb: $((SECONDS - started)) s"
     first_boot "$dir" 6.1

@@ -98,7 +98,15 @@ pub fn image() -> &'static Image {
             deb.display(),
             output.status
         );
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim().to_string());
+        // The folder is the last line: a tool the script runs may print on stdout before it.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let dir = PathBuf::from(
+            stdout
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or_default(),
+        );
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name))
                 .unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
