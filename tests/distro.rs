@@ -20,10 +20,16 @@ use kdump_hotplugd::core::ranges::crash_ranges;
 const DISTRO_RULE: &str = "50-kdump-tools.rules";
 const RULE_MASK: &str = "/run/udev/rules.d/50-kdump-tools.rules";
 
+/// The loader `plan` must name on Debian's 6.1 (no in-kernel update): kexec_load prepared by kexec-tools, the
+/// shortest window.
+const LOADER_KEXEC_LOAD: &str = "loader:   kexec_load (kexec -c -p) (";
+/// On 6.12 (CONFIG_CRASH_HOTPLUG) with bookworm's kexec-tools 2.0.25 (no `--hotplug`): kexec_file_load, so that the
+/// kernel updates the header of later bursts in place (core::loader_choice).
+const LOADER_KEXEC_FILE_LOAD: &str = "loader:   kexec_file_load (the kernel updates";
+
 /// `kdump-hotplugd plan` names kdump-tools, its kernel, initrd and command line (what `kdump-config load` loads),
-/// verdict load, and the loader with the shortest window on bookworm: kexec_load prepared by kexec-tools (`kexec -c
-/// -p`; 2.0.25 has no `--hotplug`).
-fn check_plan_names_kdump_tools(d: &mut Distro) {
+/// verdict load, and `loader`.
+fn check_plan_names_kdump_tools(d: &mut Distro, loader: &str) {
     let (status, lines) = d.sh("kdump-hotplugd plan", secs(60));
     let text = lines.join("\n");
     assert_eq!(status, 0, "[{}] kdump-hotplugd plan:\n{text}", d.name);
@@ -33,7 +39,7 @@ fn check_plan_names_kdump_tools(d: &mut Distro) {
         "initrd:   /var/lib/kdump/initrd.img",
         "systemd.unit=kdump-tools-dump.service",
         "verdict: load this plan",
-        "loader:   kexec_load (kexec -c -p) (",
+        loader,
     ] {
         assert!(
             text.contains(part),
@@ -44,7 +50,12 @@ fn check_plan_names_kdump_tools(d: &mut Distro) {
     checked(
         d,
         format!(
-            "`kdump-hotplugd plan` names kdump-tools, its kernel, initrd and command line, loader kexec -c -p: {}",
+            "`kdump-hotplugd plan` names kdump-tools, its kernel, initrd and command line; {}; {}",
+            lines
+                .iter()
+                .find(|l| l.starts_with("loader:"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
             lines
                 .iter()
                 .find(|l| l.starts_with("cmdline:"))
@@ -300,7 +311,7 @@ fn daemon_6_1() {
         "kdump-hotplugd status as {user}: {status_lines:?}"
     );
     checked(&d, format!("`kdump-hotplugd status` works as {user}"));
-    check_plan_names_kdump_tools(&mut d);
+    check_plan_names_kdump_tools(&mut d, LOADER_KEXEC_LOAD);
     check_rule_masked(&mut d, true);
     let kdump_tools = kdump_tools_cmdline(&mut d);
     start_watchers(&mut d);
@@ -357,10 +368,10 @@ fn daemon_6_1() {
 
 /// Debian's 6.12 kernel updates the crash header itself (`crash_hotplug` reads 1), but only for a crash kernel loaded
 /// with kexec_file_load, or with kexec_load and KEXEC_UPDATE_ELFCOREHDR (kernel/kexec.c, `kexec_load_check` and
-/// `crash_check_hotplug_support`), which bookworm's kexec-tools 2.0.25 never passes (no `--hotplug`). The daemon
-/// reloads kdump-tools' own crash kernel the way kdump-tools loads it (`kexec -c -p`), so each burst is judged by
-/// what `crash_hotplug` reads before it: 0, exactly one reload; 1, a skip and no reload. Two bursts: the second
-/// follows the daemon's own load.
+/// `crash_check_hotplug_support`), which bookworm's kexec-tools 2.0.25 never passes (no `--hotplug`). So after
+/// kdump-tools' boot-time `kexec -p` it reads 0, and the daemon reloads kdump-tools' own crash kernel (its files and
+/// command line) with kexec_file_load, after which it must read 1. Two bursts, each judged by what `crash_hotplug`
+/// reads before it: 0, exactly one reload; 1, a skip and no reload.
 #[test]
 #[ignore = "distro tier: make test-distro"]
 fn daemon_6_12() {
@@ -376,7 +387,7 @@ fn daemon_6_12() {
         ),
     );
     figures.add("crash_hotplug_at_boot", &at_boot);
-    check_plan_names_kdump_tools(&mut d);
+    check_plan_names_kdump_tools(&mut d, LOADER_KEXEC_FILE_LOAD);
     check_rule_masked(&mut d, true);
     let kdump_tools = kdump_tools_cmdline(&mut d);
     start_watchers(&mut d);
@@ -430,6 +441,11 @@ fn daemon_6_12() {
         figures.add(&format!("burst{burst_number}_reloads"), reloads);
         flag = d.value("cat /sys/devices/system/memory/crash_hotplug");
         figures.add(&format!("crash_hotplug_after_burst{burst_number}"), &flag);
+        assert_eq!(
+            flag, "1",
+            "[{}] after burst {burst_number} the crash kernel is one the kernel updates in place (crash_hotplug)",
+            d.name
+        );
         status = now;
         last = Some(burst);
     }
@@ -454,6 +470,17 @@ fn daemon_6_12() {
     figures.print(&d);
     assert_dump_complete(&d, &iomem, &crash.dump);
     check_crash_cmdline_is_kdump_tools(&d, &crash.cmdline, &kdump_tools);
+}
+
+/// Waits until systemd has run the unit's ExecStopPost after a death and waits out RestartSec.
+fn wait_auto_restart(d: &mut Distro) {
+    d.sh_ok(
+        &format!(
+            "for i in $(seq 600); do [ \"$(systemctl show -p SubState --value {UNIT})\" = auto-restart ] && exit 0; \
+             sleep 0.05; done; systemctl status --no-pager {UNIT}; exit 1"
+        ),
+        secs(90),
+    );
 }
 
 /// SIGKILL in the middle of a burst, systemd's restart, `systemctl stop`, and a second instance by hand.
@@ -483,6 +510,7 @@ fn faults() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     d.sh_ok(&format!("systemctl kill -s KILL {UNIT}"), secs(60));
+    wait_auto_restart(&mut d);
     let online_at_kill = d.value("cat /sys/devices/system/memory/memory*/state | grep -cx online");
     checked(
         &d,
@@ -547,6 +575,29 @@ fn faults() {
             ),
         );
     }
+    // A crash of the daemon itself (SIGABRT, as an abort or a failed assertion ends it): systemd runs
+    // ExecStopPost (release-rules), so the rule is back while it is dead, and restarts it.
+    let pid_before_abort = daemon_usage(&mut d).pid;
+    d.sh_ok(&format!("systemctl kill -s ABRT {UNIT}"), secs(60));
+    wait_auto_restart(&mut d);
+    let abort_result = unit_property(&mut d, "Result");
+    check_rule_masked(&mut d, false);
+    d.sh_ok(
+        &format!(
+            "for i in $(seq 600); do [ \"$(systemctl show -p NRestarts --value {UNIT})\" -gt {restarts} ] && \
+             systemctl is-active -q {UNIT} && exit 0; sleep 0.2; done; exit 1"
+        ),
+        secs(180),
+    );
+    check_rule_masked(&mut d, true);
+    checked(
+        &d,
+        format!(
+            "SIGABRT of pid {pid_before_abort}: unit waiting to restart (Result={abort_result}) with the rule given back, then restarted with the mask back \
+             (NRestarts {})",
+            unit_property(&mut d, "NRestarts")
+        ),
+    );
     let iomem = read_iomem(&mut d);
     burst_figures(&mut d, &mut figures, &burst);
     stop_poller(&mut d);

@@ -433,7 +433,7 @@ pub fn crash(d: &mut Distro) -> Crash {
     let (_, line) = d.guest.wait_for("Command line:", secs(300));
     let cmdline = line["Command line:".len()..].trim().to_string();
     println!("[{}] crash kernel's Command line: {cmdline}", d.name);
-    d.guest.wait_exit(secs(600));
+    let exit = d.guest.wait_exit(secs(600));
     let seconds = started.elapsed().as_secs_f64();
     let transcript = std::fs::read_to_string(&d.guest.transcript).unwrap_or_default();
     let saved_line = transcript
@@ -441,6 +441,20 @@ pub fn crash(d: &mut Distro) -> Crash {
         .rev()
         .find(|l| l.contains("saved vmcore in"))
         .map(|l| l.trim().to_string());
+    if saved_line.is_none() {
+        // Say how the crash boot ended before the dump check fails on a missing file.
+        let qemu_log = std::fs::read_to_string(&d.qemu_log).unwrap_or_default();
+        let resets = qemu_log.matches("CPU Reset").count();
+        let triple = qemu_log.lines().filter(|l| l.contains("Triple fault")).count();
+        let tail: Vec<&str> = transcript.lines().rev().take(15).collect();
+        println!(
+            "[{}] the crash boot ended without \"saved vmcore in\" after {seconds:.1}s: QEMU {exit}, {resets} CPU \
+             resets and {triple} triple faults in {}; last console lines:\n{}",
+            d.name,
+            d.qemu_log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     let work = work_dir().join(&d.name);
     std::fs::create_dir_all(&work).unwrap();
     let dump = dump::read_saved_dump(&d.overlay, &work);

@@ -136,6 +136,8 @@ pub struct Distro {
     pub name: String,
     pub flavour: String,
     pub overlay: PathBuf,
+    /// QEMU's own log (`-d cpu_reset,guest_errors`).
+    pub qemu_log: PathBuf,
     next_marker: u64,
     pub boot_seconds: f64,
 }
@@ -166,6 +168,7 @@ impl Distro {
         let qmp = dir.join(format!("{name}.qmp"));
         let _ = std::fs::remove_file(&qmp);
         let transcript = dir.join(format!("{name}.console.log"));
+        let qemu_log = dir.join(format!("{name}.qemu.log"));
         let mut command = Command::new("qemu-system-x86_64");
         // Software emulation (KVM hangs on this host), as the recipe booted it.
         command
@@ -194,7 +197,10 @@ impl Distro {
             .args(["-append", CMDLINE])
             .args(["-display", "none", "-vga", "none", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            // Why a boot ended without a word on the console: QEMU logs each CPU reset, a triple fault too.
+            .args(["-d", "cpu_reset,guest_errors", "-D"])
+            .arg(&qemu_log);
         let started = Instant::now();
         let guest = Guest::spawn(name, Accel::Tcg, command, &qmp, transcript)
             .unwrap_or_else(|e| panic!("[{name}] {e}"));
@@ -203,6 +209,7 @@ impl Distro {
             name: name.to_string(),
             flavour: flavour.to_string(),
             overlay,
+            qemu_log,
             next_marker: 0,
             boot_seconds: 0.0,
         };

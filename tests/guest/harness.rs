@@ -468,12 +468,12 @@ impl Guest {
         self.qmp.as_mut().expect("QMP connected at boot")
     }
 
-    /// Waits for QEMU to exit (the crash kernel powers off).
-    pub fn wait_exit(&mut self, timeout: Duration) {
+    /// Waits for QEMU to exit (the crash kernel powers off); returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
