@@ -10,6 +10,7 @@ use crate::core::{decide, loader_choice, plan};
 use crate::daemon::{Daemon, Loaders, RunOptions, Status};
 use crate::dbus::{self, BusAddress, ServeError};
 use crate::edge::command::CommandLoader;
+use crate::edge::header_record::HeaderRecordFile;
 use crate::edge::instance_lock::{self, InstanceLock, LockError};
 use crate::edge::kexec::{self, KernelPlan, KexecToolsLoader, KexecToolsMode, NativeLoader};
 use crate::edge::kmsg_reader::KernelLog;
@@ -544,7 +545,8 @@ pub async fn run_with(
         .with_loader_factory(Box::new(move |settings| {
             self::loaders(settings, &loader_root)
         }))
-        .with_rule_files(Arc::new(HostRuleFiles::new(root.clone())));
+        .with_rule_files(Arc::new(HostRuleFiles::new(root.clone())))
+        .with_header_records(Arc::new(HeaderRecordFile::in_runtime_dir(&runtime_dir)));
     // The first snapshot is published before the name appears on the bus: the first reader sees it. Nothing
     // is loaded until the loop runs, which it does only once the bus name is ours (or there is no bus).
     daemon.prime();

@@ -1,5 +1,6 @@
 //! The whole owner loop on the simulated host, with tokio's paused clock: no test waits in real time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kdump_hotplugd::config::{ConfigError, Settings};
@@ -545,4 +546,62 @@ async fn reload_waiters_are_bounded() {
         "{texts:#?}"
     );
     run.await.expect("daemon");
+}
+
+/// A restarted instance does not trust a loaded header that its predecessor recorded for other memory (the
+/// distribution tier's SIGKILL in the middle of a burst found the restarted daemon trusting kdump-tools' stale
+/// header); a first start (no record) and a matching record trust it; every load updates the record.
+#[tokio::test(start_paused = true)]
+async fn a_restart_reloads_when_memory_changed_since_the_recorded_header() {
+    use kdump_hotplugd::core::decide::LoadedHeader;
+    use kdump_hotplugd::core::header_record;
+    use kdump_hotplugd::core::model::MemRange;
+    use kdump_hotplugd::host::snapshot::SnapshotReader;
+    use kdump_hotplugd::host::sysroot::Sysroot;
+    use kdump_hotplugd::sim::SimulatedHeaderRecords;
+
+    // 1 TiB in one burst: one reload when the start trusts the loaded header.
+    let run = |records: Arc<SimulatedHeaderRecords>| async move {
+        let options = SimulationOptions {
+            header_records: Some(records),
+            ..SimulationOptions::default()
+        };
+        let simulation = Simulation::with_options(
+            scenario("virtio-mem-1t"),
+            Settings::default(),
+            default_config(),
+            options,
+        )
+        .expect("simulation");
+        let at_boot = SnapshotReader::open(Sysroot::new(simulation.host().sysroot()))
+            .and_then(|mut reader| reader.take())
+            .map(|snapshot| LoadedHeader::of(&snapshot))
+            .expect("the simulated host's snapshot");
+        (simulation.run().await, at_boot)
+    };
+    // First start in this boot: the distro's load is trusted; the record ends with the header loaded last.
+    let first = SimulatedHeaderRecords::holding(None);
+    let (outcome, at_boot) = run(first.clone()).await;
+    assert_eq!(outcome.report.reloads, 1, "{}", outcome.report.summary);
+    let last = header_record::parse("record", &first.text().unwrap()).unwrap();
+    assert_eq!(
+        last.ranges.len(),
+        at_boot.ranges.len() + 1,
+        "the record holds the header of the burst's reload: {last:?}"
+    );
+    // A restart that finds the memory its predecessor recorded: trusted, the burst alone reloads.
+    let same = SimulatedHeaderRecords::holding(Some(header_record::render(&at_boot)));
+    assert_eq!(run(same).await.0.report.reloads, 1);
+    // A restart after memory changed while no instance listened: one reload at start, then the burst's.
+    let mut stale = at_boot.clone();
+    stale
+        .ranges
+        .push(MemRange::new(0x7000_0000_0000, 0x7000_07ff_ffff));
+    let older = SimulatedHeaderRecords::holding(Some(header_record::render(&stale)));
+    let (outcome, _) = run(older.clone()).await;
+    assert_eq!(outcome.report.reloads, 2, "{}", outcome.report.summary);
+    assert!(outcome.coverage.missing().is_empty());
+    // A damaged record: nothing is known of the header, the same.
+    let damaged = SimulatedHeaderRecords::holding(Some("garbage".to_owned()));
+    assert_eq!(run(damaged).await.0.report.reloads, 2);
 }

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod cmdline;
 pub mod debounce;
 pub mod decide;
+pub mod header_record;
 pub mod health;
 pub mod hotplug_flag;
 pub mod kmsg_record;

@@ -17,11 +17,12 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, InitialLoad, Settings};
 use crate::core::debounce::{Debouncer, Phase, ReloadOutcome};
 use crate::core::decide::{self, Assessment, Decision, LoadedHeader, LoaderChoice, Triggers};
+use crate::core::header_record::{self, AtStart};
 use crate::core::health::{self, Health, Pulse};
 use crate::core::model::HostSnapshot;
 use crate::core::reservation;
 use crate::core::uevent_record::UeventBatch;
-use crate::edge::{EventSource, Loader, Notifier, RuleFiles};
+use crate::edge::{EventSource, HeaderRecords, Loader, Notifier, RuleFiles};
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 pub use crate::messages::{Event, Request, SourceEnd};
 use crate::messages::{LoadError, LoadReport, LoadRequest, Notification, UeventSender};
@@ -144,6 +145,8 @@ pub struct Daemon {
     notifier: Arc<dyn Notifier>,
     /// Where the distribution's hotplug rule is masked while the daemon runs (`rule_mask`).
     rule_files: Option<Arc<dyn RuleFiles>>,
+    /// Where the record of the loaded header is kept across restarts (`core::header_record`).
+    header_records: Option<Arc<dyn HeaderRecords>>,
     options: RunOptions,
     debouncer: Debouncer,
     events_tx: mpsc::Sender<Event>,
@@ -212,6 +215,7 @@ impl Daemon {
             loader_factory: None,
             notifier,
             rule_files: None,
+            header_records: None,
             options,
             events_tx,
             events_rx,
@@ -362,10 +366,16 @@ impl Daemon {
                     InitialLoad::IfMissing => !crash.loaded,
                     InitialLoad::Never => false,
                 };
+                let mut load_now = load_now;
                 if crash.loaded && !load_now {
-                    // Started after the distro's kdump service loaded it (the unit is ordered after it): take
-                    // that header as matching this snapshot.
-                    self.loaded = Some(LoadedHeader::of(&snapshot));
+                    match self.header_at_start(&snapshot) {
+                        Ok(header) => self.set_loaded(header),
+                        Err(stale) => {
+                            // Known stale (the decision says what changed since) or unknown: load now.
+                            self.loaded = stale;
+                            load_now = true;
+                        }
+                    }
                 }
                 if load_now && crash.kexec_supported {
                     self.debouncer.force(Instant::now().into_std());
@@ -377,6 +387,64 @@ impl Daemon {
             Err(error) => self.record_snapshot_error(&error),
         }
         self.publish(|_| {});
+    }
+
+    /// Keeps the record of the header across restarts (`core::header_record`).
+    pub fn with_header_records(mut self, records: Arc<dyn HeaderRecords>) -> Self {
+        self.header_records = Some(records);
+        self
+    }
+
+    /// What the loaded crash kernel's header holds when the daemon starts with one loaded and the settings
+    /// trust it: `Ok`, the host's layout now; `Err`, not that: the stale layout an earlier instance recorded, or
+    /// nothing known.
+    fn header_at_start(
+        &self,
+        snapshot: &HostSnapshot,
+    ) -> Result<LoadedHeader, Option<LoadedHeader>> {
+        let now = LoadedHeader::of(snapshot);
+        let Some(records) = &self.header_records else {
+            return Ok(now);
+        };
+        let location = records.location();
+        let record = match records.read() {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(record = %location, %error, "cannot read the header record: reloading");
+                return Err(None);
+            }
+        };
+        match header_record::at_start(&location, record.as_deref(), &now) {
+            // Started after the distro's kdump service loaded it (the unit is ordered after it).
+            AtStart::FirstStart | AtStart::Current => Ok(now),
+            AtStart::Changed(recorded) => {
+                tracing::warn!(
+                    record = %location,
+                    recorded_ranges = recorded.ranges.len(),
+                    ranges = now.ranges.len(),
+                    "the host changed while no instance listened: the loaded header is stale, reloading"
+                );
+                Err(Some(recorded))
+            }
+            AtStart::Unreadable(error) => {
+                tracing::warn!(%error, "the header record cannot be read back: reloading");
+                Err(None)
+            }
+        }
+    }
+
+    /// The header now loaded, as the daemon knows it; recorded for a later instance.
+    fn set_loaded(&mut self, header: LoadedHeader) {
+        if let Some(records) = &self.header_records {
+            if let Err(error) = records.write(&header_record::render(&header)) {
+                tracing::warn!(
+                    record = %records.location(),
+                    %error,
+                    "cannot keep the header record: a restart will reload once"
+                );
+            }
+        }
+        self.loaded = Some(header);
     }
 
     /// READY=1 with the first status.
@@ -547,7 +615,7 @@ impl Daemon {
             Decision::Skip { reason } => {
                 if matches!(reason, decide::SkipReason::KernelUpdatesHeader { .. }) {
                     // The kernel wrote this layout into the header itself.
-                    self.loaded = Some(LoadedHeader::of(&snapshot));
+                    self.set_loaded(LoadedHeader::of(&snapshot));
                 }
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
@@ -692,7 +760,7 @@ impl Daemon {
                     detail = %report.detail,
                     "crash kernel reloaded"
                 );
-                self.loaded = Some(LoadedHeader {
+                self.set_loaded(LoadedHeader {
                     ranges: (*request.ranges).clone(),
                     cpus: request.cpus,
                 });

@@ -1,6 +1,7 @@
 //! Edges: thin adapters behind traits, each with a simulated twin. The owner loop only sees these traits.
 
 pub mod command;
+pub mod header_record;
 pub mod instance_lock;
 pub mod kexec;
 pub mod kmsg_reader;
@@ -82,6 +83,17 @@ pub enum UdevReload {
     Reloaded,
     /// No udevd listens; it reads every rule when it starts.
     NotRunning,
+}
+
+/// Where the daemon keeps the record of what the loaded crash kernel's header holds
+/// ([`crate::core::header_record`] writes and judges it), so that a restarted instance knows.
+pub trait HeaderRecords: Send + Sync + 'static {
+    /// The record's location, for messages.
+    fn location(&self) -> String;
+    /// The record an earlier instance left in this boot (`Ok(None)`: none).
+    fn read(&self) -> std::io::Result<Option<String>>;
+    /// Replaces the record, atomically: a crash mid-write leaves the old one or the new one.
+    fn write(&self, text: &str) -> std::io::Result<()>;
 }
 
 /// The udev rules directories, for standing in for the distribution's hotplug rule

@@ -34,6 +34,37 @@ pub const BLOCK_SIZE: u64 = 128 * MIB;
 const DEVICE_BASE: u64 = 0x1_8000_0000;
 const BOOT_CPUS: u32 = 2;
 
+/// The header record kept in memory: what the runtime directory holds across a restart.
+#[derive(Debug, Default)]
+pub struct SimulatedHeaderRecords {
+    pub text: Mutex<Option<String>>,
+}
+
+impl SimulatedHeaderRecords {
+    pub fn holding(text: Option<String>) -> Arc<Self> {
+        Arc::new(SimulatedHeaderRecords {
+            text: Mutex::new(text),
+        })
+    }
+
+    pub fn text(&self) -> Option<String> {
+        self.text.lock().unwrap().clone()
+    }
+}
+
+impl crate::edge::HeaderRecords for SimulatedHeaderRecords {
+    fn location(&self) -> String {
+        "simulated runtime directory/loaded-header".to_owned()
+    }
+    fn read(&self) -> std::io::Result<Option<String>> {
+        Ok(self.text())
+    }
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        *self.text.lock().unwrap() = Some(text.to_owned());
+        Ok(())
+    }
+}
+
 /// The simulated kernel's crash hotplug support.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SimKernel {

@@ -86,6 +86,10 @@ impl Simulation {
                 },
             },
         );
+        let daemon = match &options.header_records {
+            Some(records) => daemon.with_header_records(records.clone()),
+            None => daemon,
+        };
         let host = host.with_kernel_log(KernelLogSender::new(handle.events.clone()));
         Ok(Simulation {
             host,
@@ -151,6 +155,8 @@ pub struct SimulationOptions {
     pub keep_running: bool,
     /// Ask for watchdog pings this often (the recording notifier's `WATCHDOG_USEC`).
     pub watchdog: Option<std::time::Duration>,
+    /// The header record an earlier instance left (`None`: the daemon keeps none, as before records existed).
+    pub header_records: Option<Arc<crate::sim::SimulatedHeaderRecords>>,
 }
 
 /// An event source that starts its inner source only once `start` resolves.
