@@ -590,12 +590,12 @@ fn faults() {
         secs(180),
     );
     check_rule_masked(&mut d, true);
+    let restarts_after_abort = unit_property(&mut d, "NRestarts");
     checked(
         &d,
         format!(
             "SIGABRT of pid {pid_before_abort}: unit waiting to restart (Result={abort_result}) with the rule given back, then restarted with the mask back \
-             (NRestarts {})",
-            unit_property(&mut d, "NRestarts")
+             (NRestarts {restarts_after_abort})"
         ),
     );
     let iomem = read_iomem(&mut d);

@@ -445,7 +445,10 @@ pub fn crash(d: &mut Distro) -> Crash {
         // Say how the crash boot ended before the dump check fails on a missing file.
         let qemu_log = std::fs::read_to_string(&d.qemu_log).unwrap_or_default();
         let resets = qemu_log.matches("CPU Reset").count();
-        let triple = qemu_log.lines().filter(|l| l.contains("Triple fault")).count();
+        let triple = qemu_log
+            .lines()
+            .filter(|l| l.contains("Triple fault"))
+            .count();
         let tail: Vec<&str> = transcript.lines().rev().take(15).collect();
         println!(
             "[{}] the crash boot ended without \"saved vmcore in\" after {seconds:.1}s: QEMU {exit}, {resets} CPU \
