@@ -21,9 +21,9 @@ use crate::edge::{
     signals, BoxFuture, EventSource, LoadError, LoadReport, LoadRequest, Loader, Notification,
     Notifier,
 };
-use crate::host::plan_inputs;
 use crate::host::snapshot::{SnapshotError, SnapshotReader};
 use crate::host::sysroot::Sysroot;
+use crate::host::{kexec_version, plan_inputs};
 use crate::messages::{KernelLogSender, SignalSender};
 
 /// Command-line overrides of the config, re-applied after every SIGHUP re-read.
@@ -241,7 +241,9 @@ pub fn crash_kernel_setup(settings: &Settings, sysroot: &Sysroot) -> CrashKernel
         plan: verdict,
         lockdown: inputs.lockdown.clone(),
         kexec_tools_installed: kexec_binary.is_some(),
-        kexec_tools_version: inputs.kexec_tools_version.clone(),
+        // The version of the binary this daemon's loader runs, which may differ from the tools' /sbin/kexec
+        // (loader.kexec_path), read from the binary itself (`core::parse::kexec_version` says why).
+        kexec_tools_version: kexec_binary.as_deref().and_then(kexec_version::read),
         kernel_crash_hotplug: sysroot.exists("/sys/kernel/kexec/crash_elfcorehdr_size")
             || sysroot.exists("/sys/kernel/crash_elfcorehdr_size"),
     };

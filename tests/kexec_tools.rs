@@ -161,3 +161,33 @@ fn without_kexec_tools_ci_fails_and_a_local_run_skips() {
     assert!(text.contains(&format!("SKIP: {reason}")), "{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+/// The version read from the binary's bytes (what the plan and the loader choice use) is the one the binary
+/// prints for `--version`.
+#[test]
+fn the_version_read_from_the_binary_is_what_it_prints() {
+    let kexec = match kexec_binary() {
+        Ok(kexec) => kexec,
+        Err(reason) => return precondition::missing(reason),
+    };
+    let out = std::process::Command::new(&kexec)
+        .arg("--version")
+        .output()
+        .expect("kexec --version runs");
+    assert!(
+        out.status.success(),
+        "{}: --version: {out:?}",
+        kexec.display()
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = printed
+        .trim()
+        .strip_prefix("kexec-tools ")
+        .unwrap_or_else(|| panic!("{}: --version printed {printed:?}", kexec.display()));
+    assert_eq!(
+        kdump_hotplugd::host::kexec_version::read(&kexec).as_deref(),
+        Some(printed),
+        "{}",
+        kexec.display()
+    );
+}

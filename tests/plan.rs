@@ -55,7 +55,7 @@ options:  -p
     from kdump-config: kdump_load: -p (load the crash kernel)
     from agrees with the record /var/crash/kexec_cmd:1
 syscall:  kexec_load
-    from host: kexec-tools 1:2.0.25-3+deb12u3 (before 2.0.27 the default is kexec_load)
+    from host: /sbin/kexec is kexec-tools 2.0.25 (before 2.0.27 the default is kexec_load)
 command:  /sbin/kexec -p --command-line="BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 memhp_default_state=online_movable reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb" --initrd=/var/lib/kdump/initrd.img /var/lib/kdump/vmlinuz
 verdict: load this plan
 "#
@@ -78,7 +78,7 @@ options:  -p --elf64-core-headers
     from kdump-config: kdump_load: -p (load the crash kernel)
     from /etc/default/kdump-tools:21 KDUMP_KEXEC_ARGS
 syscall:  kexec_load
-    from host: kexec-tools 1:2.0.25-3+deb12u3 (before 2.0.27 the default is kexec_load)
+    from host: /sbin/kexec is kexec-tools 2.0.25 (before 2.0.27 the default is kexec_load)
 command:  /sbin/kexec -p --elf64-core-headers --command-line="BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 dyndbg=\"file drivers/virtio/virtio_mem.c +p" quiet reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb nmi_watchdog=0 panic=10" --initrd=/var/lib/kdump/initrd.img /var/lib/kdump/vmlinuz
 error: /proc/cmdline:1: kdump-config escapes only the first double quote of /proc/cmdline, so its own `eval` splits the command there: kexec gets --command-line="BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 dyndbg=\\file", kernel "drivers/virtio/virtio_mem.c" and the extra words ["+p quiet reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb nmi_watchdog=0 panic=10", "/var/lib/kdump/vmlinuz"]
 error: drivers/virtio/virtio_mem.c does not exist
@@ -128,7 +128,7 @@ options:  -p
     from kdump-config: kdump_load: -p (load the crash kernel)
     from agrees with the record /var/crash/kexec_cmd:1
 syscall:  kexec_load
-    from host: kexec-tools 1:2.0.25-3+deb12u3 (before 2.0.27 the default is kexec_load)
+    from host: /sbin/kexec is kexec-tools 2.0.25 (before 2.0.27 the default is kexec_load)
 command:  /sbin/kexec -p --command-line="BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 memhp_default_state=online_movable reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb" --initrd=/var/lib/kdump/initrd.img /var/lib/kdump/vmlinuz
 error: /var/crash/kexec_cmd:1: the command line kdump-config last loaded differs from its configuration now: recorded "BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 memhp_default_state=online_movable reset_devices nr_cpus=1 irqpoll", planned "BOOT_IMAGE=/boot/vmlinuz-6.1.0-37-amd64 root=/dev/vda rw console=ttyS0 memhp_default_state=online_movable reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll usbcore.nousb"
 verdict: delegate the reload to Debian/Ubuntu kdump-tools: `kdump-config reload`

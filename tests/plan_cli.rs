@@ -43,7 +43,6 @@ fn plan(root: &Path) -> serde_json::Value {
 #[test]
 fn debian_reloads_kdump_tools_own_kernel_with_prepared_kexec_load() {
     let host = fixture_copy("plan-debian");
-    write(host.path(), "/sbin/kexec", "");
     let plan = plan(host.path());
     assert_eq!(plan["plan"]["service"], "kdump_tools");
     assert_eq!(plan["loader"]["choice"]["kind"], "prepared");
@@ -76,7 +75,6 @@ fn debian_reloads_kdump_tools_own_kernel_with_prepared_kexec_load() {
 #[test]
 fn lockdown_takes_kexec_file_load_and_a_hotplug_kernel_gets_in_place_updates() {
     let host = fixture_copy("plan-debian");
-    write(host.path(), "/sbin/kexec", "");
     write(
         host.path(),
         "/sys/kernel/security/lockdown",
@@ -94,7 +92,6 @@ fn lockdown_takes_kexec_file_load_and_a_hotplug_kernel_gets_in_place_updates() {
 #[test]
 fn a_configuration_the_daemon_cannot_follow_is_delegated_to_the_distro_tool() {
     let host = fixture_copy("plan-bad-shell");
-    write(host.path(), "/sbin/kexec", "");
     let plan = plan(host.path());
     assert_eq!(plan["loader"]["choice"]["kind"], "delegate");
     assert_eq!(plan["loader"]["choice"]["command"], "kdump-config reload");
@@ -107,7 +104,6 @@ fn a_configuration_the_daemon_cannot_follow_is_delegated_to_the_distro_tool() {
 #[test]
 fn config_overrides_are_shown_and_applied() {
     let host = fixture_copy("plan-debian");
-    write(host.path(), "/sbin/kexec", "");
     write(
         host.path(),
         "/etc/kdump-hotplugd/config.toml",
@@ -119,4 +115,36 @@ fn config_overrides_are_shown_and_applied() {
         "console=ttyS0 reset_devices"
     );
     assert_eq!(plan["loader"]["choice"]["kind"], "native");
+}
+
+/// The loader's facts come from the binary the daemon runs (`loader.kexec_path`, default /usr/sbin/kexec), the
+/// plan's syscall from the one kdump-config runs (/sbin/kexec): on a host that is not merged-/usr they differ.
+#[test]
+fn the_version_is_read_from_each_kexec_binary_itself() {
+    let host = fixture_copy("plan-debian");
+    write(host.path(), "/sys/kernel/crash_elfcorehdr_size", "462448\n");
+    // Only the fixture's /sbin/kexec (2.0.25, no --hotplug): a kexec_load header would go stale.
+    let only_tools_kexec = plan(host.path());
+    assert_eq!(only_tools_kexec["loader"]["choice"]["kind"], "native");
+    assert!(only_tools_kexec["loader"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("has no --hotplug"));
+    // A 2.0.28 build at the daemon's default path knows --hotplug; kdump-config still runs the 2.0.25 one.
+    write(
+        host.path(),
+        "/usr/sbin/kexec",
+        "\u{7f}ELF\0usage: kexec\0kexec-tools 2.0.28\n\0",
+    );
+    let newer = plan(host.path());
+    assert_eq!(newer["loader"]["choice"]["kind"], "prepared");
+    assert_eq!(newer["loader"]["choice"]["hotplug"], true);
+    assert_eq!(
+        newer["plan"]["parts"]["syscall"]["from"][0]["fact"],
+        "/sbin/kexec is kexec-tools 2.0.25 (before 2.0.27 the default is kexec_load)"
+    );
+    // A stand-in without a version string: installed, version unknown, so no --hotplug.
+    write(host.path(), "/usr/sbin/kexec", "#!/bin/sh\n");
+    let stand_in = plan(host.path());
+    assert_eq!(stand_in["loader"]["choice"]["kind"], "native");
 }

@@ -60,7 +60,7 @@ pub struct Facts {
     /// The mode `/sys/kernel/security/lockdown` selects (`none`, `integrity`, `confidentiality`), if present.
     pub lockdown: Option<String>,
     pub kexec_tools_installed: bool,
-    /// The installed kexec-tools version (`1:2.0.25-3+deb12u3`), when known.
+    /// The kexec-tools version the loader's kexec binary carries (`2.0.25`), when known.
     pub kexec_tools_version: Option<String>,
     /// `/sys/kernel/crash_elfcorehdr_size` exists: the kernel was built with `CONFIG_CRASH_HOTPLUG`.
     pub kernel_crash_hotplug: bool,
@@ -106,18 +106,9 @@ fn locked_down(lockdown: Option<&str>) -> bool {
     lockdown.is_some_and(|mode| mode != "none")
 }
 
-/// kexec-tools 2.0.28 added `--hotplug`; the version is Debian's (`1:2.0.25-3+deb12u3`) or upstream's (`2.0.29`).
+/// kexec-tools 2.0.28 added `--hotplug`; the version is the one the kexec binary carries (`2.0.29`).
 pub fn kexec_tools_knows_hotplug(version: Option<&str>) -> bool {
-    let Some(version) = version else {
-        return false;
-    };
-    let upstream = version.split_once(':').map_or(version, |(_, v)| v);
-    let numbers: Vec<u32> = upstream
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|n| n.parse().unwrap_or(0))
-        .collect();
-    numbers >= vec![2, 0, 28]
+    version.is_some_and(|v| crate::core::parse::kexec_version::at_least(v, [2, 0, 28]))
 }
 
 /// Picks the loader for reloads.
@@ -265,7 +256,7 @@ mod tests {
             },
             lockdown: Some("none".to_owned()),
             kexec_tools_installed: true,
-            kexec_tools_version: Some("1:2.0.25-3+deb12u3".to_owned()),
+            kexec_tools_version: Some("2.0.25".to_owned()),
             kernel_crash_hotplug: false,
         }
     }
@@ -350,10 +341,10 @@ mod tests {
     #[test]
     fn hotplug_support_follows_the_version() {
         assert!(!kexec_tools_knows_hotplug(None));
-        assert!(!kexec_tools_knows_hotplug(Some("1:2.0.25-3+deb12u3")));
+        assert!(!kexec_tools_knows_hotplug(Some("2.0.25")));
         assert!(!kexec_tools_knows_hotplug(Some("2.0.27")));
         assert!(kexec_tools_knows_hotplug(Some("2.0.28")));
-        assert!(kexec_tools_knows_hotplug(Some("1:2.0.31-1")));
+        assert!(kexec_tools_knows_hotplug(Some("2.0.29.git")));
         assert!(kexec_tools_knows_hotplug(Some("2.1.0")));
     }
 }

@@ -2,6 +2,7 @@
 //! fixture tree as well as against `/`.
 
 pub mod arch;
+pub mod kexec_version;
 pub mod plan_inputs;
 pub mod snapshot;
 pub mod sysroot;

@@ -8,7 +8,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use crate::core::plan::{self, Inputs, PathFact, PathKind, Plan};
+use super::kexec_version;
+use crate::core::plan::{self, Inputs, KexecBinary, PathFact, PathKind, Plan};
 
 /// Larger files are described but not read (kernel images, initrds); procfs and sysfs files report size 0.
 const MAX_TEXT: u64 = 1 << 20;
@@ -29,8 +30,7 @@ pub fn read_and_plan_with(root: &Path, adjust: impl Fn(&mut Inputs)) -> (Inputs,
         securelevel: text(root, "/sys/kernel/security/securelevel")
             .is_some_and(|t| t.trim() == "1"),
         lockdown: text(root, "/sys/kernel/security/lockdown").and_then(|t| lockdown_mode(&t)),
-        kexec_tools_version: text(root, "/var/lib/dpkg/status")
-            .and_then(|t| dpkg_version(&t, "kexec-tools")),
+        kexec: kexec_binary(root),
         ..Inputs::default()
     };
     adjust(&mut inputs);
@@ -90,17 +90,13 @@ fn lockdown_mode(text: &str) -> Option<String> {
     Some(text[start..end].to_owned())
 }
 
-/// The `Version:` of an installed package in dpkg's status file.
-fn dpkg_version(status: &str, package: &str) -> Option<String> {
-    status.split("\n\n").find_map(|stanza| {
-        let mut fields = stanza.lines();
-        let is_it = fields.clone().any(|l| l == format!("Package: {package}"));
-        let installed = fields
-            .clone()
-            .any(|l| l.starts_with("Status: ") && l.ends_with(" installed"));
-        (is_it && installed)
-            .then(|| fields.find_map(|l| l.strip_prefix("Version: ").map(str::to_owned)))
-            .flatten()
+/// The distro tools' kexec ([`plan::TOOL_KEXEC`]) and the version in it: the binary their loads run decides the
+/// syscall, whichever package put it there.
+fn kexec_binary(root: &Path) -> Option<KexecBinary> {
+    let path = resolve(root, plan::TOOL_KEXEC).filter(|p| p.is_file())?;
+    Some(KexecBinary {
+        path: plan::TOOL_KEXEC.to_owned(),
+        version: kexec_version::read(&path),
     })
 }
 
@@ -242,13 +238,29 @@ mod tests {
             lockdown_mode("none [integrity] confidentiality\n").as_deref(),
             Some("integrity")
         );
-        let status =
-            "Package: kexec-tools\nStatus: install ok installed\nVersion: 1:2.0.25-3+deb12u3\n\n\
-                      Package: other\nStatus: install ok installed\nVersion: 1\n";
+    }
+
+    #[test]
+    fn the_tools_kexec_is_read_through_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(kexec_binary(root), None);
+        // Merged /usr with an absolute link: followed inside the root, not to the host's /usr/sbin.
+        fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::os::unix::fs::symlink("/usr/sbin", root.join("sbin")).unwrap();
+        fs::write(
+            root.join("usr/sbin/kexec"),
+            b"\x7fELF\0kexec-tools 2.0.27\n\0",
+        )
+        .unwrap();
         assert_eq!(
-            dpkg_version(status, "kexec-tools").as_deref(),
-            Some("1:2.0.25-3+deb12u3")
+            kexec_binary(root),
+            Some(KexecBinary {
+                path: "/sbin/kexec".to_owned(),
+                version: Some("2.0.27".to_owned()),
+            })
         );
-        assert_eq!(dpkg_version(status, "absent"), None);
+        fs::write(root.join("usr/sbin/kexec"), b"").unwrap();
+        assert_eq!(kexec_binary(root).unwrap().version, None);
     }
 }

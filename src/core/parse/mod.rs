@@ -1,7 +1,9 @@
 //! Parsers for the kernel's text files. Each returns a [`ParseError`] naming file and line; none panics.
+//! [`kexec_version`] scans a binary instead, and finds a version or none.
 
 pub mod cpulist;
 pub mod iomem;
+pub mod kexec_version;
 pub mod sysfs;
 
 use std::fmt;

@@ -348,7 +348,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         kernel: kernel_value,
         ..
     } = evaluated.clone();
-    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec_tools_version.as_deref());
+    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec.as_ref());
     let mut parts = Parts {
         kernel: Part::new(
             kernel_value.unwrap_or_default(),

@@ -390,7 +390,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         .collect();
     options.push("-p".to_owned());
     options_from.push(Source::tool(TOOL, "load_kdump: -p"));
-    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec_tools_version.as_deref());
+    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec.as_ref());
 
     // load_kdump logs `$KEXEC ${args[*]}` (ddebug) and passes the words as they are.
     let command = format!(

@@ -66,8 +66,21 @@ pub struct Inputs {
     pub securelevel: bool,
     /// The selected mode of `/sys/kernel/security/lockdown` (`none`, `integrity`, `confidentiality`), if present.
     pub lockdown: Option<String>,
-    /// The installed kexec-tools version (`2.0.25`), when known.
-    pub kexec_tools_version: Option<String>,
+    /// [`TOOL_KEXEC`], when it exists, with the version it carries.
+    pub kexec: Option<KexecBinary>,
+}
+
+/// The kexec binary the distro tools run: kdump-config (`KEXEC=/sbin/kexec`), kdumpctl (`KEXEC=/sbin/kexec`)
+/// and openSUSE's load.sh (`/sbin/kexec`). On a merged-/usr host it is the same file as /usr/sbin/kexec.
+pub const TOOL_KEXEC: &str = "/sbin/kexec";
+
+/// A kexec binary and the kexec-tools version found in it ([`crate::core::parse::kexec_version`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KexecBinary {
+    /// Host path (`/sbin/kexec`).
+    pub path: String,
+    /// Upstream version (`2.0.25`); `None` when the file holds no `kexec-tools` version string.
+    pub version: Option<String>,
 }
 
 impl Inputs {
@@ -291,7 +304,7 @@ impl fmt::Display for Syscall {
 }
 
 /// Which syscall kexec-tools uses for `options` (kexec-tools' options only, in order).
-pub fn syscall_for(options: &[String], kexec_tools_version: Option<&str>) -> (Syscall, Source) {
+pub fn syscall_for(options: &[String], kexec: Option<&KexecBinary>) -> (Syscall, Source) {
     let chosen = options.iter().rev().find_map(|o| match o.as_str() {
         "-s" | "--kexec-file-syscall" => Some((Syscall::KexecFileLoad, o)),
         "-c" | "--kexec-syscall" => Some((Syscall::KexecLoad, o)),
@@ -307,37 +320,39 @@ pub fn syscall_for(options: &[String], kexec_tools_version: Option<&str>) -> (Sy
             ),
         );
     }
-    match kexec_tools_version.map(version_at_least_2_0_27) {
-        Some(true) => (
+    let Some(binary) = kexec else {
+        return (
+            Syscall::Unknown,
+            Source::host(format!(
+                "kexec-tools version unknown: no {TOOL_KEXEC}, no -s/-c/-a"
+            )),
+        );
+    };
+    let path = &binary.path;
+    match binary.version.as_deref() {
+        Some(version) if version_at_least_2_0_27(version) => (
             Syscall::KexecFileLoadElseKexecLoad,
             Source::host(format!(
-                "kexec-tools {} (2.0.27 and later default to -a)",
-                kexec_tools_version.unwrap_or_default()
+                "{path} is kexec-tools {version} (2.0.27 and later default to -a)"
             )),
         ),
-        Some(false) => (
+        Some(version) => (
             Syscall::KexecLoad,
             Source::host(format!(
-                "kexec-tools {} (before 2.0.27 the default is kexec_load)",
-                kexec_tools_version.unwrap_or_default()
+                "{path} is kexec-tools {version} (before 2.0.27 the default is kexec_load)"
             )),
         ),
         None => (
             Syscall::Unknown,
-            Source::host("kexec-tools version unknown, no -s/-c/-a"),
+            Source::host(format!(
+                "kexec-tools version unknown: {path} holds no version string, no -s/-c/-a"
+            )),
         ),
     }
 }
 
-/// `2.0.27`, `1:2.0.25-3+deb12u3`, `2.0.29-1.fc41`: compares the upstream version with 2.0.27.
 fn version_at_least_2_0_27(version: &str) -> bool {
-    let upstream = version.split_once(':').map_or(version, |(_, v)| v);
-    let numbers: Vec<u32> = upstream
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|n| n.parse().unwrap_or(0))
-        .collect();
-    numbers >= vec![2, 0, 27]
+    crate::core::parse::kexec_version::at_least(version, [2, 0, 27])
 }
 
 /// The crash kernel, initrd, command line and kexec options the service would load, each with its sources.
@@ -651,13 +666,31 @@ mod tests {
     #[test]
     fn syscall_follows_kexec_tools() {
         let opts = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let kexec = |version: Option<&str>| KexecBinary {
+            path: TOOL_KEXEC.to_owned(),
+            version: version.map(str::to_owned),
+        };
         assert_eq!(
-            syscall_for(&opts(&["-p"]), Some("1:2.0.25-3+deb12u3")).0,
-            Syscall::KexecLoad
+            syscall_for(&opts(&["-p"]), Some(&kexec(Some("2.0.25")))),
+            (
+                Syscall::KexecLoad,
+                Source::host(
+                    "/sbin/kexec is kexec-tools 2.0.25 (before 2.0.27 the default is kexec_load)"
+                )
+            )
         );
         assert_eq!(
-            syscall_for(&opts(&["-p"]), Some("2.0.29-1.fc41")).0,
+            syscall_for(&opts(&["-p"]), Some(&kexec(Some("2.0.29.git")))).0,
             Syscall::KexecFileLoadElseKexecLoad
+        );
+        assert_eq!(
+            syscall_for(&opts(&["-p"]), Some(&kexec(None))),
+            (
+                Syscall::Unknown,
+                Source::host(
+                    "kexec-tools version unknown: /sbin/kexec holds no version string, no -s/-c/-a"
+                )
+            )
         );
         assert_eq!(syscall_for(&opts(&["-p"]), None).0, Syscall::Unknown);
         assert_eq!(
@@ -669,7 +702,7 @@ mod tests {
             Syscall::KexecFileLoad
         );
         assert_eq!(
-            syscall_for(&opts(&["-s", "-a"]), Some("2.0.25")).0,
+            syscall_for(&opts(&["-s", "-a"]), Some(&kexec(Some("2.0.25")))).0,
             Syscall::KexecFileLoadElseKexecLoad
         );
     }

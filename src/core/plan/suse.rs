@@ -262,7 +262,7 @@ pub fn plan(ask: &Ask) -> (Option<Parts>, Vec<Finding>) {
         TOOL,
         "load_kdump_kexec: -a last, after KEXEC_OPTIONS",
     ));
-    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec_tools_version.as_deref());
+    let (syscall, syscall_from) = syscall_for(&options, inputs.kexec.as_ref());
 
     let mut kernel_from = vec![Source::tool(TOOL, format!("{KERNEL}, linked by mkdumprd"))];
     kernel_from.extend(
