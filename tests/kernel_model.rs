@@ -385,3 +385,79 @@ fn run_on_arm64_starts_with_the_arm64_rules_and_warns_at_startup() {
         seen.join("\n")
     );
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+}
+
+/// On arm64 the daemon's reader and decision, step by step on a copy of the `virt` guest: more virtio-mem memory
+/// changes nothing a reload could put in the header (a skip, with the larger warning), a second DIMM does.
+#[test]
+fn on_arm64_virtio_mem_growth_alone_asks_for_no_reload_and_a_dimm_does() {
+    use kdump_hotplugd::core::decide::{
+        decide, Decision, LoadedHeader, Policy, ReloadReason, SkipReason, Triggers,
+    };
+    let scratch = tempfile::tempdir().expect("temp dir");
+    copy_tree(&fixture("arm64-virt"), scratch.path());
+    let iomem_path = scratch.path().join("proc/iomem");
+    let boot_iomem = std::fs::read_to_string(&iomem_path).expect("iomem");
+    let mut reader = SnapshotReader::open(Sysroot::new(scratch.path())).expect("reader");
+    let first = reader.take().expect("snapshot");
+    let loaded = LoadedHeader::of(&first);
+    let policy = Policy::default();
+
+    // virtio-mem plugs 128 MiB more next to its second resource, which grows (MHP_MERGE_RESOURCE).
+    let grown = boot_iomem.replace(
+        "  210000000-217ffffff : System RAM (virtio_mem)",
+        "  210000000-21fffffff : System RAM (virtio_mem)",
+    );
+    assert_ne!(grown, boot_iomem);
+    std::fs::write(&iomem_path, &grown).expect("write iomem");
+    let second = reader.take().expect("snapshot");
+    assert_eq!(second.ranges, first.ranges);
+    let assessment = decide(Some(&loaded), &second, &Triggers::default(), &policy);
+    assert_eq!(
+        assessment.decision,
+        Decision::Skip {
+            reason: SkipReason::NothingChanged
+        }
+    );
+    let warning = assessment.outside_header.expect("a warning");
+    assert_eq!(warning.bytes, (2048 + 256) * MIB);
+    assert_eq!(warning.ranges, 2);
+
+    // A second DIMM: a top-level "System RAM" (MEMBLOCK_NONE), in the next load's header.
+    let with_dimm = grown.replace(
+        "8000000000-ffffffffff : pcie@10000000",
+        "280000000-2bfffffff : System RAM\n8000000000-ffffffffff : pcie@10000000",
+    );
+    std::fs::write(&iomem_path, &with_dimm).expect("write iomem");
+    let third = reader.take().expect("snapshot");
+    let assessment = decide(Some(&loaded), &third, &Triggers::default(), &policy);
+    assert_eq!(
+        assessment.decision,
+        Decision::Reload {
+            reasons: vec![ReloadReason::RangesChanged {
+                added: 1,
+                removed: 0
+            }],
+            loader: kdump_hotplugd::core::decide::LoaderChoice::Configured
+        }
+    );
+    assert!(
+        assessment
+            .why()
+            .starts_with("memory ranges changed (+1 -0); WARNING: 2415919104 bytes"),
+        "{}",
+        assessment.why()
+    );
+}
