@@ -54,6 +54,11 @@ pub fn driver_managed(name: &str) -> Option<&str> {
 /// split where a cut falls inside; sorted by start. And, apart, every driver-managed `System RAM (<driver>)`
 /// resource: System RAM that neither loader puts in an arm64 header, so no reload brings it into the dump.
 pub fn crash_ranges(resources: &[Resource], cma: &[MemRange]) -> crate::core::ranges::HeaderRanges {
+    // Zeroed addresses (an opener without CAP_SYS_ADMIN) describe no memory; x86's low cut drops them, here
+    // they must be dropped explicitly.
+    if crate::core::ranges::addresses_hidden(resources) {
+        return crate::core::ranges::HeaderRanges::default();
+    }
     let mut candidates: Vec<&Resource> =
         resources.iter().filter(|r| r.name == SYSTEM_RAM).collect();
     candidates.sort_by_key(|r| (r.start, r.depth));
@@ -266,6 +271,19 @@ mod tests {
                 range(0x4000_0000, 0x7fff_ffff),
                 range(0x8000_0000, 0x8fff_ffff)
             ]
+        );
+    }
+
+    #[test]
+    fn hidden_addresses_give_nothing() {
+        let resources = [
+            res(0, 0, 0, "System RAM"),
+            res(0, 0, 0, "virtio0"),
+            res(0, 0, 1, "System RAM (virtio_mem)"),
+        ];
+        assert_eq!(
+            crash_ranges(&resources, &[]),
+            crate::core::ranges::HeaderRanges::default()
         );
     }
 
