@@ -445,6 +445,9 @@ fn log_startup(reader: &mut SnapshotReader, settings: &Settings) {
         capacity = %capacity,
         "what the kernel can do"
     );
+    if let Some(warning) = decide::OutsideHeaderWarning::of(&snapshot) {
+        tracing::warn!("{warning}");
+    }
     if settings.dry_run {
         tracing::info!(
             ranges = snapshot.ranges.len(),
@@ -490,8 +493,9 @@ pub async fn run_with(
         .unwrap_or_else(|| root.path(instance_lock::RUNTIME_DIR));
     let lock = InstanceLock::acquire(&runtime_dir)?;
     tracing::info!(lock = %lock.path().display(), "instance lock taken");
-    // Before anything is read or loaded: the range rules are x86_64's.
-    crate::core::arch::check(&crate::host::arch::machine(&root))?;
+    // Before anything is read or loaded: only an architecture whose header rules are known.
+    let arch = crate::core::arch::Arch::from_machine(&crate::host::arch::machine(&root))?;
+    tracing::info!(%arch, "header rules");
     let settings = settings(&root, &overrides)?;
     // Opened once: the kernel shows real addresses only to an opener with CAP_SYS_ADMIN.
     let mut reader = SnapshotReader::open(root.clone())?;

@@ -5,8 +5,9 @@ mod sparse_host;
 
 use std::path::PathBuf;
 
+use kdump_hotplugd::core::arch::Arch;
 use kdump_hotplugd::core::decide;
-use kdump_hotplugd::core::model::{CpuSet, CrashState, HostSnapshot, MemRange};
+use kdump_hotplugd::core::model::{CpuSet, CrashState, HostSnapshot, MemRange, OutsideHeader};
 use kdump_hotplugd::host::snapshot::{
     memory_blocks, MemoryBlock, MemoryBlockState, SnapshotError, SnapshotReader,
 };
@@ -51,6 +52,8 @@ fn small_vm() {
     assert_eq!(
         snapshot("small-vm"),
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges: q35_low_ranges(),
             addresses_hidden: false,
             present_cpus: cpus(0..=1),
@@ -81,6 +84,8 @@ fn hidden_addresses() {
     assert_eq!(
         snapshot("hidden-addresses"),
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges: vec![],
             addresses_hidden: true,
             system_ram_bytes: 0,
@@ -102,6 +107,8 @@ fn self_updating() {
     assert_eq!(
         snapshot("self-updating"),
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges,
             addresses_hidden: false,
             present_cpus: cpus(0..=5),
@@ -134,6 +141,8 @@ fn not_loaded_reads_the_new_kexec_layout_and_cuts_both_crash_reservations() {
     assert_eq!(
         snapshot("not-loaded"),
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges,
             addresses_hidden: false,
             present_cpus: cpus(0..=3),
@@ -164,6 +173,8 @@ fn no_kexec() {
     assert_eq!(
         snapshot("no-kexec"),
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges: vec![
                 range(MIB, 0x09d7_efff),
                 range(0x0a00_0000, 0x0a1f_ffff),
@@ -186,6 +197,56 @@ fn no_kexec() {
 }
 
 #[test]
+fn arm64_virt() {
+    let virtio_mem = |start, end| OutsideHeader {
+        range: range(start, end),
+        driver: "virtio_mem".into(),
+    };
+    assert_eq!(
+        snapshot("arm64-virt"),
+        HostSnapshot {
+            arch: Arch::Arm64,
+            ranges: vec![
+                range(0x4000_0000, 0xbdff_ffff),
+                range(0xbe06_0000, 0xbe3f_ffff),
+                range(0xbe46_0000, 0xdbff_ffff),
+                range(0xfc00_0000, 0x1_3fff_ffff),
+                range(0x1_4000_0000, 0x1_7fff_ffff),
+            ],
+            outside_header: vec![
+                virtio_mem(0x1_8000_0000, 0x1_ffff_ffff),
+                virtio_mem(0x2_1000_0000, 0x2_17ff_ffff),
+            ],
+            addresses_hidden: false,
+            present_cpus: cpus(0..=3),
+            online_cpus: cpus(0..=3),
+            possible_cpus: cpus(0..=3),
+            crash: CrashState {
+                kexec_supported: true,
+                loaded: true,
+                reserved_bytes: Some(512 * MIB),
+                elfcorehdr_size: None,
+                kernel_updates_memory: false,
+                kernel_updates_cpu: false,
+                crash_hotplug_support: false,
+                cma_ranges: vec![],
+            },
+            memory_block_size: Some(BLOCK),
+            // 32 boot blocks, 8 of the DIMM, 17 of virtio-mem.
+            memory_blocks: 57,
+            // memblock's total: boot memory with its nomap regions, the DIMM, the virtio-mem memory.
+            system_ram_bytes: (4096 + 1024 + 2176) * MIB,
+            kernel_cmdline: Some(
+                "BOOT_IMAGE=/boot/vmlinuz-6.12.48+deb13-arm64 root=/dev/vda2 ro console=ttyAMA0 \
+                 crashkernel=1G-4G:384M,4G-:512M"
+                    .into()
+            ),
+            distro_ids: vec!["debian".into()],
+        }
+    );
+}
+
+#[test]
 fn sparse_host_needs_more_ranges_than_the_kernel_default() {
     let snapshot = snapshot("sparse-host");
     let mut ranges = q35_low_ranges();
@@ -198,6 +259,8 @@ fn sparse_host_needs_more_ranges_than_the_kernel_default() {
     assert_eq!(
         snapshot,
         HostSnapshot {
+            arch: Arch::X86_64,
+            outside_header: vec![],
             ranges,
             addresses_hidden: false,
             present_cpus: cpus(0..=3),

@@ -544,7 +544,7 @@ fn print_json_report(outcome: &SimulationOutcome) {
 
 fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
     if let Err(refusal) =
-        crate::core::arch::check(&crate::host::arch::machine(&Sysroot::new(&sysroot)))
+        crate::core::arch::Arch::from_machine(&crate::host::arch::machine(&Sysroot::new(&sysroot)))
     {
         eprintln!("kdump-hotplugd: {refusal}");
         return ExitCode::FAILURE;
@@ -581,6 +581,11 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
             "reservation": reservation,
             "reservation_warning": reservation.warning(),
         });
+        let mut value = value;
+        // Only where there is something to say: x86_64's JSON stays as it was.
+        if let Some(warning) = &assessment.outside_header {
+            value["outside_header_warning"] = serde_json::Value::String(warning.to_string());
+        }
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -588,6 +593,13 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let crash = &snapshot.crash;
+    if !snapshot.arch.is_x86_64() {
+        println!(
+            "architecture: {} (one range per System RAM resource, as kexec-tools counts them; the kernel's own \
+             header may merge them, so coverage is compared by union)",
+            snapshot.arch
+        );
+    }
     println!(
         "crash memory ranges: {} ({} MiB)",
         snapshot.ranges.len(),
@@ -627,6 +639,17 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
     if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
         println!("WARNING: kernel buffer too small: {needed} ranges needed, {capacity} fit");
     }
+    if let Some(warning) = &assessment.outside_header {
+        println!("WARNING: {warning}");
+        for outside in &snapshot.outside_header {
+            println!(
+                "  {}  {:>10} KiB  {}",
+                outside.range,
+                outside.range.size() >> 10,
+                outside.driver
+            );
+        }
+    }
     println!("crash reservation: {}", reservation.verdict);
     if let Some(r) = &reservation.distro_recommendation {
         println!(
@@ -640,7 +663,7 @@ fn ranges(sysroot: PathBuf, json: bool) -> ExitCode {
     if let Some(warning) = reservation.warning() {
         println!("WARNING: crash reservation too small: {warning}");
     }
-    println!("decision: {}", assessment.decision);
+    println!("decision: {}", assessment.describe());
     ExitCode::SUCCESS
 }
 

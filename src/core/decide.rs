@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::core::arch::Arch;
+use crate::core::arm64_ranges;
 use crate::core::model::{CpuSet, HostSnapshot, MemRange};
 
 /// `sizeof(Elf64_Phdr)`: the header holds one per memory range, CPU note, vmcoreinfo and kernel text.
@@ -84,6 +86,10 @@ pub enum Capacity {
     /// The kernel updates the header in place but does not say how large its buffer is, and the config
     /// sets no `kernel.max_memory_ranges`. Nothing proves an overflow; the kernel log still tells.
     Unknown,
+    /// arm64: nothing updates the header after a load (no `CONFIG_CRASH_HOTPLUG` on arm64), and each load
+    /// builds it to the ranges it counts, `kexec_file_load` (`prepare_elf_headers()` allocates for the
+    /// memblock regions it counted) and kexec-tools alike: every change needs a reload, and any count fits.
+    RebuiltOnEveryLoad,
 }
 
 impl Capacity {
@@ -91,7 +97,8 @@ impl Capacity {
     pub fn kind(&self) -> &'static str {
         match self {
             Capacity::Known { .. } => "known",
-            Capacity::Unbounded => "unbounded",
+            // The D-Bus `CapacityKind` vocabulary: no buffer to outgrow, as on x86 without crash hotplug.
+            Capacity::Unbounded | Capacity::RebuiltOnEveryLoad => "unbounded",
             Capacity::Unknown => "unknown",
         }
     }
@@ -100,7 +107,7 @@ impl Capacity {
     pub fn ranges(&self) -> Option<u64> {
         match self {
             Capacity::Known { ranges, .. } => Some(*ranges),
-            Capacity::Unbounded | Capacity::Unknown => None,
+            Capacity::Unbounded | Capacity::Unknown | Capacity::RebuiltOnEveryLoad => None,
         }
     }
 
@@ -129,6 +136,10 @@ impl fmt::Display for Capacity {
                 "unknown (the kernel updates the header but hides its buffer size; kernel.max_memory_ranges can \
                  say)",
             ),
+            Capacity::RebuiltOnEveryLoad => f.write_str(
+                "the header is rebuilt on every load (arm64: no crash hotplug, nothing updates it in place; each \
+                 load sizes it to the ranges)",
+            ),
         }
     }
 }
@@ -151,8 +162,27 @@ impl fmt::Display for Capacity {
 ///   RHEL 9's 5.14), `prepare_elf_headers` counts the System RAM ranges (`fill_up_crash_elf_data`) and
 ///   `crash_prepare_elf64_headers` allocates the header for exactly those: there is no cap to run into.
 /// - A kernel with `crash_hotplug` but no size file hides its buffer: the config's override, else unknown.
+///
+/// On arm64 none of that arithmetic applies: there is no `CONFIG_CRASH_HOTPLUG` (so no `crash_hotplug` and no
+/// `crash_elfcorehdr_size`), and both loaders size the header to the ranges they count at each load
+/// ([`Capacity::RebuiltOnEveryLoad`]). An arm64 kernel that does show `crash_hotplug` is newer than these rules
+/// (the in-kernel update was posted, not merged): its buffer's layout is not known here, so it is the config's
+/// override or unknown, never x86's figure.
 pub fn capacity(snapshot: &HostSnapshot, policy: &Policy) -> Capacity {
     let crash = &snapshot.crash;
+    if snapshot.arch == Arch::Arm64 {
+        return if !crash.crash_hotplug_support {
+            Capacity::RebuiltOnEveryLoad
+        } else {
+            match policy.max_memory_ranges_override {
+                Some(ranges) => Capacity::Known {
+                    ranges: u64::from(ranges),
+                    source: CapacitySource::Config,
+                },
+                None => Capacity::Unknown,
+            }
+        };
+    }
     match crash.elfcorehdr_size {
         Some(size) if snapshot.memory_block_size.is_some() => {
             let segment = (ELF64_EHDR_SIZE + size).next_multiple_of(ELFCOREHDR_ALIGN);
@@ -369,6 +399,78 @@ pub struct Assessment {
     pub decision: Decision,
     pub needed: u64,
     pub capacity: Capacity,
+    /// Memory that whatever is decided stays out of the dump (absent when there is none, always on x86_64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside_header: Option<OutsideHeaderWarning>,
+}
+
+/// The host has System RAM that no loader on its architecture puts in the header: no reload can help, and the
+/// daemon says so instead of reloading for it ([`HostSnapshot::outside_header`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutsideHeaderWarning {
+    pub arch: Arch,
+    pub bytes: u64,
+    pub ranges: usize,
+    /// The drivers that added it (`virtio_mem`, `kmem`), sorted, each once.
+    pub drivers: Vec<String>,
+}
+
+impl OutsideHeaderWarning {
+    pub fn of(snapshot: &HostSnapshot) -> Option<Self> {
+        if snapshot.outside_header.is_empty() {
+            return None;
+        }
+        let mut drivers: Vec<String> = snapshot
+            .outside_header
+            .iter()
+            .map(|o| o.driver.clone())
+            .collect();
+        drivers.sort_unstable();
+        drivers.dedup();
+        Some(Self {
+            arch: snapshot.arch,
+            bytes: snapshot.outside_header_bytes(),
+            ranges: snapshot.outside_header.len(),
+            drivers,
+        })
+    }
+}
+
+impl fmt::Display for OutsideHeaderWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes ({} MiB) of driver-managed memory ({}) in {} range{} that no {} loader puts in the header: \
+             the dump will miss it, and no reload can change that (kexec_file_load skips MEMBLOCK_DRIVER_MANAGED \
+             memory, kexec-tools takes only \"System RAM\")",
+            self.bytes,
+            self.bytes >> 20,
+            self.drivers.join(", "),
+            self.ranges,
+            if self.ranges == 1 { "" } else { "s" },
+            self.arch,
+        )
+    }
+}
+
+impl Assessment {
+    /// The decision as text, with the warning about memory no reload can cover when there is some.
+    pub fn describe(&self) -> String {
+        self.with_warning(self.decision.to_string())
+    }
+
+    /// [`Decision::why`], with the same warning.
+    pub fn why(&self) -> String {
+        self.with_warning(self.decision.why())
+    }
+
+    /// `text` with the warning appended, when there is one.
+    pub fn with_warning(&self, text: String) -> String {
+        match &self.outside_header {
+            Some(warning) => format!("{text}; WARNING: {warning}"),
+            None => text,
+        }
+    }
 }
 
 /// Counts of sorted-set differences: (in `now` only, in `before` only).
@@ -407,6 +509,7 @@ pub fn decide(
         decision,
         needed,
         capacity,
+        outside_header: OutsideHeaderWarning::of(now),
     }
 }
 
@@ -485,7 +588,12 @@ fn decide_inner(
     let before_cpus: Vec<u32> = loaded.cpus.0.iter().copied().collect();
     let now_cpus: Vec<u32> = now.present_cpus.0.iter().copied().collect();
     let (cpus_added, cpus_removed) = difference(&before_cpus, &now_cpus);
-    let memory_changed = ranges_added + ranges_removed > 0;
+    let memory_changed = match now.arch {
+        Arch::X86_64 => ranges_added + ranges_removed > 0,
+        // The arm64 ranges are one per resource, the kernel's header one per memblock region: only the bytes
+        // covered say whether the header is stale (arm64_ranges, "compared by union").
+        Arch::Arm64 => !arm64_ranges::same_coverage(&loaded.ranges, &now.ranges),
+    };
     let cpus_changed = cpus_added + cpus_removed > 0;
 
     let kernel_handles_memory = now.crash.kernel_updates_memory && !too_small;
@@ -1023,6 +1131,169 @@ mod tests {
             Decision::CannotReload {
                 reason: CannotReload::AddressesHidden
             }
+        );
+    }
+
+    fn arm64(ranges: Vec<MemRange>, crash: CrashState) -> HostSnapshot {
+        HostSnapshot {
+            arch: Arch::Arm64,
+            ..host(ranges, crash)
+        }
+    }
+
+    fn arm64_boot() -> Vec<MemRange> {
+        vec![
+            MemRange::new(0x4000_0000, 0xdbff_ffff),
+            MemRange::new(0xfc00_0000, 0x1_3fff_ffff),
+        ]
+    }
+
+    fn virtio_mem(start: u64, end: u64) -> crate::core::model::OutsideHeader {
+        crate::core::model::OutsideHeader {
+            range: MemRange::new(start, end),
+            driver: "virtio_mem".into(),
+        }
+    }
+
+    #[test]
+    fn arm64_rebuilds_the_header_on_every_load_whatever_the_sysfs_files_say() {
+        let mut crash = loaded_crash();
+        assert_eq!(
+            capacity(&arm64(arm64_boot(), crash.clone()), &settings()),
+            Capacity::RebuiltOnEveryLoad
+        );
+        // x86's arithmetic is never applied to an arm64 header, even with a size file present.
+        crash.elfcorehdr_size = Some(462_448);
+        let now = arm64(sparse(20_000), crash.clone());
+        assert_eq!(capacity(&now, &settings()), Capacity::RebuiltOnEveryLoad);
+        assert_eq!(Capacity::RebuiltOnEveryLoad.kind(), "unbounded");
+        assert!(!Capacity::RebuiltOnEveryLoad.overflows(u64::MAX));
+        assert!(Capacity::RebuiltOnEveryLoad
+            .to_string()
+            .starts_with("the header is rebuilt on every load"));
+        // Any count loads with the configured loader: there is no buffer to outgrow.
+        crash.loaded = false;
+        assert_eq!(
+            decision(None, &arm64(sparse(40_000), crash), &Triggers::default()),
+            Decision::Reload {
+                reasons: vec![ReloadReason::NotLoaded],
+                loader: LoaderChoice::Configured
+            }
+        );
+        // A future arm64 kernel with crash hotplug: its buffer is not known here.
+        let future = CrashState {
+            crash_hotplug_support: true,
+            ..loaded_crash()
+        };
+        assert_eq!(
+            capacity(&arm64(arm64_boot(), future.clone()), &settings()),
+            Capacity::Unknown
+        );
+        let policy = Policy {
+            max_memory_ranges_override: Some(100),
+        };
+        assert_eq!(
+            capacity(&arm64(arm64_boot(), future), &policy),
+            Capacity::Known {
+                ranges: 100,
+                source: CapacitySource::Config
+            }
+        );
+    }
+
+    #[test]
+    fn arm64_compares_the_header_by_union_so_a_split_alone_is_no_change() {
+        let before = arm64(arm64_boot(), loaded_crash());
+        let loaded = LoadedHeader::of(&before);
+        // The same bytes in three resources instead of two.
+        let split = vec![
+            MemRange::new(0x4000_0000, 0x7fff_ffff),
+            MemRange::new(0x8000_0000, 0xdbff_ffff),
+            MemRange::new(0xfc00_0000, 0x1_3fff_ffff),
+        ];
+        assert_eq!(
+            decision(
+                Some(&loaded),
+                &arm64(split.clone(), loaded_crash()),
+                &Triggers::default()
+            ),
+            Decision::Skip {
+                reason: SkipReason::NothingChanged
+            }
+        );
+        // x86 keeps comparing one range per resource.
+        assert!(decision(
+            Some(&LoadedHeader::of(&host(arm64_boot(), loaded_crash()))),
+            &host(split, loaded_crash()),
+            &Triggers::default()
+        )
+        .is_reload());
+        // A hot-added DIMM ("System RAM", MEMBLOCK_NONE) is new coverage: one reload puts it in the header.
+        let mut grown = arm64_boot();
+        grown.push(MemRange::new(0x1_4000_0000, 0x1_7fff_ffff));
+        assert_eq!(
+            decision(
+                Some(&loaded),
+                &arm64(grown, loaded_crash()),
+                &Triggers::default()
+            ),
+            Decision::Reload {
+                reasons: vec![ReloadReason::RangesChanged {
+                    added: 1,
+                    removed: 0
+                }],
+                loader: LoaderChoice::Configured
+            }
+        );
+    }
+
+    #[test]
+    fn arm64_driver_managed_memory_alone_asks_for_no_reload_and_is_warned_about() {
+        let before = arm64(arm64_boot(), loaded_crash());
+        let loaded = LoadedHeader::of(&before);
+        let mut now = arm64(arm64_boot(), loaded_crash());
+        now.outside_header = vec![
+            virtio_mem(0x1_8000_0000, 0x1_ffff_ffff),
+            virtio_mem(0x2_1000_0000, 0x2_17ff_ffff),
+        ];
+        let assessment = decide(Some(&loaded), &now, &Triggers::default(), &settings());
+        assert_eq!(
+            assessment.decision,
+            Decision::Skip {
+                reason: SkipReason::NothingChanged
+            }
+        );
+        let warning = assessment.outside_header.clone().expect("a warning");
+        assert_eq!(
+            warning,
+            OutsideHeaderWarning {
+                arch: Arch::Arm64,
+                bytes: 2 * GIB + 128 * MIB,
+                ranges: 2,
+                drivers: vec!["virtio_mem".into()],
+            }
+        );
+        let text = assessment.describe();
+        assert!(
+            text.starts_with("skip: nothing the header holds changed; WARNING: 2281701376 bytes (2176 MiB) \
+                              of driver-managed memory (virtio_mem) in 2 ranges that no arm64 loader puts in \
+                              the header"),
+            "{text}"
+        );
+        // A reload for another reason carries the same warning in its reason.
+        let mut unloaded = now.clone();
+        unloaded.crash.loaded = false;
+        let assessment = decide(Some(&loaded), &unloaded, &Triggers::default(), &settings());
+        assert!(assessment.decision.is_reload());
+        assert!(assessment
+            .why()
+            .starts_with("no crash kernel loaded; WARNING: 2281701376 bytes"));
+        // Without such memory, nothing is added to the text.
+        let assessment = decide(Some(&loaded), &before, &Triggers::default(), &settings());
+        assert_eq!(assessment.outside_header, None);
+        assert_eq!(
+            assessment.describe(),
+            "skip: nothing the header holds changed"
         );
     }
 

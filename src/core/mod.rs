@@ -3,6 +3,7 @@
 //! values and act on what it returns.
 
 pub mod arch;
+pub mod arm64_ranges;
 pub mod cmdline;
 pub mod debounce;
 pub mod decide;

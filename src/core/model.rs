@@ -1,6 +1,8 @@
 //! Domain types shared by the pure core and the edges. No I/O here.
 
 use serde::Serialize;
+
+use crate::core::arch::Arch;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -96,11 +98,27 @@ pub struct CrashState {
     pub kernel_updates_cpu: bool,
 }
 
+/// Memory the host has that no loader on its architecture puts in the crash header, so no reload can bring it
+/// into the dump (arm64's driver-managed memory: [`crate::core::arm64_ranges`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutsideHeader {
+    pub range: MemRange,
+    /// The driver that added it: the `<driver>` of a `System RAM (<driver>)` resource (`virtio_mem`, `kmem`).
+    pub driver: String,
+}
+
 /// Everything the daemon needs to know about the host at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HostSnapshot {
+    /// Whose header rules computed `ranges` (left out of the JSON on x86_64, as before it was a parameter).
+    #[serde(skip_serializing_if = "Arch::is_x86_64")]
+    pub arch: Arch,
     /// The ranges the crash ELF header must hold, one per program header the kernel would emit.
     pub ranges: Vec<MemRange>,
+    /// System RAM no loader on this architecture puts in the header (empty on x86_64, whose header holds all of
+    /// it); `ranges` leaves it out, so a change in it alone asks for no reload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outside_header: Vec<OutsideHeader>,
     /// `/proc/iomem` showed every address as 0 (opened without CAP_SYS_ADMIN): `ranges` is meaningless.
     pub addresses_hidden: bool,
     pub present_cpus: CpuSet,
@@ -123,6 +141,11 @@ pub struct HostSnapshot {
 impl HostSnapshot {
     pub fn total_bytes(&self) -> u64 {
         self.ranges.iter().map(MemRange::size).sum()
+    }
+
+    /// Bytes of [`HostSnapshot::outside_header`].
+    pub fn outside_header_bytes(&self) -> u64 {
+        self.outside_header.iter().map(|o| o.range.size()).sum()
     }
 }
 

@@ -10,8 +10,37 @@
 //! Ranges are never merged, so `crash_ranges(..).len()` is the number of PT_LOAD headers the kernel needs, the
 //! number to compare with the header buffer's capacity.
 
-use crate::core::model::MemRange;
+use crate::core::arch::Arch;
+use crate::core::arm64_ranges;
+use crate::core::model::{MemRange, OutsideHeader};
 use crate::core::parse::iomem::Resource;
+
+/// The ranges a crash header holds under one architecture's rules, and the System RAM those rules leave out
+/// that no reload can bring into the dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderRanges {
+    pub ranges: Vec<MemRange>,
+    pub outside_header: Vec<OutsideHeader>,
+}
+
+/// [`crash_ranges`] on x86_64 (nothing left out), [`arm64_ranges::crash_ranges`] on arm64.
+pub fn for_arch(arch: Arch, resources: &[Resource], cma: &[MemRange]) -> HeaderRanges {
+    match arch {
+        Arch::X86_64 => HeaderRanges {
+            ranges: crash_ranges(resources, cma),
+            outside_header: Vec::new(),
+        },
+        Arch::Arm64 => arm64_ranges::crash_ranges(resources, cma),
+    }
+}
+
+/// [`system_ram_bytes`] on x86_64, [`arm64_ranges::system_ram_bytes`] on arm64.
+pub fn system_ram_bytes_for(arch: Arch, resources: &[Resource]) -> u64 {
+    match arch {
+        Arch::X86_64 => system_ram_bytes(resources),
+        Arch::Arm64 => arm64_ranges::system_ram_bytes(resources),
+    }
+}
 
 /// `elf_header_exclude_ranges` cuts `[0, SZ_1M - 1]`: "the low 1M … is always reserved".
 pub const LOW_MEMORY_END: u64 = (1 << 20) - 1;
@@ -101,7 +130,7 @@ fn walk_system_ram(resources: &[Resource]) -> Vec<MemRange> {
 /// union of the exclusions (a piece fully covered is dropped, one cut in the middle is split in two, in order);
 /// subtracting the merged union at once gives the same ranges without the kernel's quadratic shifting.
 fn exclusions(resources: &[Resource], cma: &[MemRange]) -> Vec<MemRange> {
-    let mut cuts: Vec<MemRange> = std::iter::once(MemRange::new(0, LOW_MEMORY_END))
+    let cuts: Vec<MemRange> = std::iter::once(MemRange::new(0, LOW_MEMORY_END))
         .chain(
             resources
                 .iter()
@@ -110,6 +139,11 @@ fn exclusions(resources: &[Resource], cma: &[MemRange]) -> Vec<MemRange> {
         )
         .chain(cma.iter().copied())
         .collect();
+    merge(cuts)
+}
+
+/// `cuts` sorted and merged where they overlap or touch: their union, as disjoint ranges in address order.
+pub fn merge(mut cuts: Vec<MemRange>) -> Vec<MemRange> {
     cuts.sort_unstable();
     let mut merged: Vec<MemRange> = Vec::with_capacity(cuts.len());
     for cut in cuts {
@@ -124,7 +158,7 @@ fn exclusions(resources: &[Resource], cma: &[MemRange]) -> Vec<MemRange> {
 }
 
 /// Appends the pieces of `range` outside the sorted, disjoint `exclusions` to `out`, in address order.
-fn subtract(range: MemRange, exclusions: &[MemRange], out: &mut Vec<MemRange>) {
+pub(crate) fn subtract(range: MemRange, exclusions: &[MemRange], out: &mut Vec<MemRange>) {
     // Exclusions ending before the range cannot touch it.
     let first = exclusions.partition_point(|cut| cut.end < range.start);
     let mut start = range.start;

@@ -604,6 +604,9 @@ impl Daemon {
             capacity = %assessment.capacity,
             "decided"
         );
+        if let Some(warning) = &assessment.outside_header {
+            tracing::warn!("{warning}");
+        }
         self.absorb_snapshot(snapshot.clone());
         if let Some((needed, capacity)) = assessment.decision.buffer_too_small() {
             let _ = self
@@ -619,7 +622,7 @@ impl Daemon {
                 }
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Succeeded);
-                let text = format!("skipped: {reason}");
+                let text = assessment.with_warning(format!("skipped: {reason}"));
                 self.publish(|s| {
                     s.reloads_skipped += 1;
                     s.last_decision = text.clone();
@@ -627,7 +630,7 @@ impl Daemon {
                 self.answer_waiters(&text);
             }
             Decision::CannotReload { reason } => {
-                let text = format!("cannot reload: {reason}");
+                let text = assessment.with_warning(format!("cannot reload: {reason}"));
                 tracing::error!("{text}");
                 self.debouncer
                     .on_reload_finished(now, ReloadOutcome::Failed { retry: false });
@@ -651,14 +654,14 @@ impl Daemon {
         assessment: &Assessment,
         choice: LoaderChoice,
     ) {
-        let reason = assessment.decision.why();
+        let reason = assessment.why();
         let request = LoadRequest {
             ranges: Arc::new(snapshot.ranges.clone()),
             cpus: snapshot.present_cpus.clone(),
             method: choice,
             reason: reason.clone(),
         };
-        self.publish(|s| s.last_decision = assessment.decision.to_string());
+        self.publish(|s| s.last_decision = assessment.describe());
         if self.settings.dry_run {
             tracing::info!(%reason, ranges = snapshot.ranges.len(), "dry run: would load the crash kernel");
             self.debouncer

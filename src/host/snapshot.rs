@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::core::arch::{Arch, UnsupportedArchitecture};
 use crate::core::hotplug_flag::{needs_confirming, ZeroConfirmation};
 use crate::core::model::{CpuSet, CrashState, HostSnapshot};
 use crate::core::parse::sysfs::{
     parse_decimal, parse_flag, parse_hex, parse_memory_state, parse_range_list,
 };
 use crate::core::parse::{cpulist, iomem, os_release_ids, parse_decimal_u64, ParseError};
-use crate::core::ranges::{addresses_hidden, crash_ranges, system_ram_bytes};
+use crate::core::ranges::{addresses_hidden, for_arch, system_ram_bytes_for};
 use crate::host::sysroot::{Sysroot, SysrootError};
 
 pub use crate::core::parse::sysfs::MemoryBlockState;
@@ -63,12 +64,16 @@ pub enum SnapshotError {
     Read(#[from] SysrootError),
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error(transparent)]
+    Architecture(#[from] UnsupportedArchitecture),
 }
 
 /// Keeps `/proc/iomem` open between snapshots: the kernel shows real addresses only to an opener that had
 /// CAP_SYS_ADMIN (`kernel/resource.c` checks the file's credentials), so the daemon opens it once, at start.
 pub struct SnapshotReader {
     sysroot: Sysroot,
+    /// Whose header rules apply, read once: the running kernel's machine does not change.
+    arch: Arch,
     iomem: std::fs::File,
     /// Reused across snapshots: `/proc/iomem` on a sparse host is ~1 MB.
     buffer: String,
@@ -80,10 +85,14 @@ pub struct SnapshotReader {
 }
 
 impl SnapshotReader {
+    /// Opens `/proc/iomem` and reads the machine (`/proc/sys/kernel/arch`, else `uname`); an architecture
+    /// whose rules are not known fails here.
     pub fn open(sysroot: Sysroot) -> Result<Self, SnapshotError> {
+        let arch = Arch::from_machine(&crate::host::arch::machine(&sysroot))?;
         let iomem = sysroot.open(IOMEM)?;
         Ok(Self {
             sysroot,
+            arch,
             iomem,
             buffer: String::new(),
             last_flags: None,
@@ -136,13 +145,20 @@ impl SnapshotReader {
         &self.sysroot
     }
 
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
     pub fn take(&mut self) -> Result<HostSnapshot, SnapshotError> {
         let resources = self.read_iomem()?;
         let mut crash = read_crash_state(&self.sysroot)?;
         self.confirm_flags(&mut crash)?;
         self.last_flags = Some((crash.kernel_updates_memory, crash.kernel_updates_cpu));
+        let header = for_arch(self.arch, &resources, &crash.cma_ranges);
         Ok(HostSnapshot {
-            ranges: crash_ranges(&resources, &crash.cma_ranges),
+            arch: self.arch,
+            ranges: header.ranges,
+            outside_header: header.outside_header,
             addresses_hidden: addresses_hidden(&resources),
             present_cpus: read_cpus(&self.sysroot, CPU_PRESENT)?,
             online_cpus: read_cpus(&self.sysroot, CPU_ONLINE)?,
@@ -154,7 +170,7 @@ impl SnapshotReader {
             system_ram_bytes: if addresses_hidden(&resources) {
                 0
             } else {
-                system_ram_bytes(&resources)
+                system_ram_bytes_for(self.arch, &resources)
             },
             kernel_cmdline: self
                 .sysroot
