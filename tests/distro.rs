@@ -692,12 +692,26 @@ fn package_lifecycle() {
         secs(300),
     );
     assert_eq!(
-        d.value("dpkg-query -W -f='${Status}' kdump-hotplugd"),
+        d.value("dpkg-query -W -f='${Status}\\n' kdump-hotplugd"),
         "deinstall ok config-files"
     );
     assert_eq!(is_active(&mut d), "inactive");
-    let (status, _) = d.sh(&format!("systemctl cat {UNIT}"), secs(60));
-    assert_ne!(status, 0, "no unit after remove");
+    // The unit file goes; deb-systemd-helper masks the name while the conffiles stay (debhelper's postrm on
+    // remove), so that nothing starts a half-removed package.
+    assert_ne!(
+        d.sh(
+            &format!("test -e /lib/systemd/system/{UNIT}.service"),
+            secs(30)
+        )
+        .0,
+        0,
+        "no unit file after remove"
+    );
+    let load_state = unit_property(&mut d, "LoadState");
+    assert!(
+        load_state == "masked" || load_state == "not-found",
+        "after remove the unit is masked or unknown: {load_state}"
+    );
     assert_ne!(
         d.sh(
             "test -e /usr/share/dbus-1/system.d/org.kdump.Hotplug1.conf",
@@ -717,13 +731,14 @@ fn package_lifecycle() {
         .0;
     assert_ne!(owner, 0, "nobody owns org.kdump.Hotplug1 after remove");
     check_rule_masked(&mut d, false);
-    println!("[package] checked: apt-get remove: unit stopped and gone, D-Bus policy gone, bus name free, conffile kept");
+    println!("[package] checked: apt-get remove: unit stopped, its file gone (LoadState {load_state}), D-Bus policy gone, bus name free, conffile kept");
     d.sh_ok(
         "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q kdump-hotplugd",
         secs(300),
     );
-    let (status, _) = d.sh("dpkg-query -W -f='${Status}' kdump-hotplugd", secs(60));
-    let state = d.value("dpkg-query -W -f='${db:Status-Abbrev}' kdump-hotplugd 2>/dev/null ; true");
+    let (status, _) = d.sh("dpkg-query -W -f='${Status}\\n' kdump-hotplugd", secs(60));
+    let state =
+        d.value("dpkg-query -W -f='${db:Status-Abbrev}\\n' kdump-hotplugd 2>/dev/null ; true");
     assert!(
         status != 0 || state.is_empty() || state.starts_with("un"),
         "purged: {state:?}"
@@ -733,7 +748,8 @@ fn package_lifecycle() {
         &format!(
             "for f in {}; do [ -e \"$f\" ] && [ ! -d \"$f\" ] && echo \"left: $f\"; done; \
              for f in /etc/kdump-hotplugd /run/kdump-hotplugd /usr/share/doc/kdump-hotplugd /var/lib/kdump-hotplugd \
-             /etc/systemd/system/multi-user.target.wants/kdump-hotplugd.service {RULE_MASK}; do \
+             /etc/systemd/system/multi-user.target.wants/kdump-hotplugd.service \
+             /etc/systemd/system/kdump-hotplugd.service {RULE_MASK}; do \
              [ -e \"$f\" ] && echo \"left: $f\"; done; \
              ls /var/lib/systemd/deb-systemd-helper-enabled/ /var/lib/systemd/deb-systemd-helper-masked/ 2>/dev/null \
              | grep kdump-hotplugd | sed 's/^/left: helper state /'; true",

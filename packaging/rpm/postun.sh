@@ -7,6 +7,11 @@ if [ -d /run/systemd/system ]; then
     fi
 fi
 if [ "$1" -eq 0 ]; then
+    # The unit keeps /run/kdump-hotplugd across stops (RuntimeDirectoryPreserve=yes); with the binary gone
+    # its instance lock and header record mean nothing. An admin's runtime drop-ins stay.
+    rm -f /run/kdump-hotplugd/lock /run/kdump-hotplugd/loaded-header /run/kdump-hotplugd/loaded-header.new
+    rmdir /run/kdump-hotplugd/config.d 2>/dev/null || :
+    rmdir /run/kdump-hotplugd 2>/dev/null || :
     # Directories created by %post go if nothing else is left in them (an admin's drop-ins
     # and a modified config.toml.rpmsave stay).
     rmdir /etc/kdump-hotplugd/config.d 2>/dev/null || :
