@@ -366,19 +366,26 @@ impl Daemon {
                     InitialLoad::IfMissing => !crash.loaded,
                     InitialLoad::Never => false,
                 };
-                let mut load_now = load_now;
+                let mut stale_at_start = false;
                 if crash.loaded && !load_now {
                     match self.header_at_start(&snapshot) {
                         Ok(header) => self.set_loaded(header),
                         Err(stale) => {
-                            // Known stale (the decision says what changed since) or unknown: load now.
+                            // Known stale (the decision says what changed since) or unknown.
                             self.loaded = stale;
-                            load_now = true;
+                            stale_at_start = true;
                         }
                     }
                 }
-                if load_now && crash.kexec_supported {
-                    self.debouncer.force(Instant::now().into_std());
+                if crash.kexec_supported {
+                    let now = Instant::now().into_std();
+                    if load_now {
+                        self.debouncer.force(now);
+                    } else if stale_at_start {
+                        // A restart in the middle of a burst: the rest of it may still be arriving. Waiting for
+                        // the quiet window, as for an event, makes the start's reload and the burst's one.
+                        self.debouncer.on_event(now);
+                    }
                 }
                 self.absorb_snapshot(snapshot);
                 // Only a daemon that can see the host stands in for the distribution's rule.
