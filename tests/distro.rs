@@ -409,16 +409,36 @@ fn daemon_6_12() {
         );
         let reloads = now.u("Reloads") - status.u("Reloads");
         let skipped = now.u("ReloadsSkipped") - status.u("ReloadsSkipped");
+        // The kernel's own update runs under kexec_trylock(); while the daemon's load holds that lock, an update
+        // for memory onlined meanwhile is dropped and logged ("crash hp: kexec_trylock() failed, kdump image may
+        // be inaccurate", seen in a CI run). The daemon follows /dev/kmsg and must then reload once more, in this
+        // burst or as the next one begins.
+        let kernel_failures = now.u("KernelUpdateFailures") - status.u("KernelUpdateFailures");
         let expected = if flag == "1" { 0 } else { 1 };
-        assert_eq!(
-            reloads, expected,
-            "[{}] burst {burst_number} with crash_hotplug {flag}: {reloads} reloads (expected {expected}): {}; last \
-             decision: {}",
+        let allowed = expected + u64::from(kernel_failures > 0);
+        assert!(
+            (expected..=allowed).contains(&reloads),
+            "[{}] burst {burst_number} with crash_hotplug {flag}: {reloads} reloads (expected {expected}, {allowed} \
+             after {kernel_failures} failed in-kernel updates): {}; last decision: {}",
             d.name,
             now.s("Summary"),
             now.s("LastDecision")
         );
-        if flag == "1" {
+        if kernel_failures > 0 {
+            checked(
+                &d,
+                format!(
+                    "burst {burst_number}: the kernel reported {kernel_failures} failed in-place update(s); {reloads} \
+                     reload(s), last decision: {}",
+                    now.s("LastDecision")
+                ),
+            );
+        }
+        figures.add(
+            &format!("burst{burst_number}_kernel_update_failures"),
+            kernel_failures,
+        );
+        if flag == "1" && kernel_failures == 0 {
             assert!(
                 skipped > 0,
                 "[{}] burst {burst_number}: crash_hotplug 1, the burst was decided and skipped: {:?}",
