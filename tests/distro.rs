@@ -13,6 +13,8 @@ mod distro {
     pub mod system;
 }
 
+use std::time::Duration;
+
 use distro::steps::*;
 use distro::system::{image, secs, Distro};
 use kdump_hotplugd::core::ranges::crash_ranges;
@@ -517,18 +519,14 @@ fn faults() {
     let pid0 = daemon_usage(&mut d).pid;
     let request = request_plug(&mut d, 4 * GIB);
     // The middle of the burst: the daemon has heard some of it.
-    let deadline = std::time::Instant::now() + secs(240);
-    let heard = loop {
-        let now = daemon_status(&mut d);
-        if now.u("EventsSeen") > before.u("EventsSeen") {
-            break now.u("EventsSeen") - before.u("EventsSeen");
+    let heard = poll_until(&mut d, secs(240), Duration::from_millis(200), |d| {
+        let heard = daemon_status(d).u("EventsSeen") - before.u("EventsSeen");
+        if heard > 0 {
+            Ok(heard)
+        } else {
+            Err("the daemon heard no uevent of the burst".to_owned())
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon heard no uevent of the burst"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    });
     d.sh_ok(&format!("systemctl kill -s KILL {UNIT}"), secs(60));
     wait_auto_restart(&mut d);
     let online_at_kill = d.value("cat /sys/devices/system/memory/memory*/state | grep -cx online");
@@ -559,27 +557,23 @@ fn faults() {
     let burst = finish_plug(&mut d, &request);
     let events = uevents(&mut d, request.requested_at);
     let processed_after_restart = events.iter().filter(|e| e.from_udev).count() as u64;
-    let settled = {
-        // Every event the new instance can still hear is counted once it is idle; it must have decided once.
-        let deadline = std::time::Instant::now() + secs(300);
-        loop {
-            let now = daemon_status(&mut d);
-            // A new process: its counters start at 0. Its start finds the memory changed since the header its
-            // predecessor recorded (/run/kdump-hotplugd/loaded-header) and reloads.
-            if now.s("State") == "idle" && now.decided() > 0 {
-                break now;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "[faults] the restarted daemon never decided about the rest of the burst: {:?} (it heard {} uevents; {} \
+    // Every event the new instance can still hear is counted once it is idle; it must have decided once.
+    let settled = poll_until(&mut d, secs(300), Duration::from_millis(500), |d| {
+        let now = daemon_status(d);
+        // A new process: its counters start at 0. Its start finds the memory changed since the header its
+        // predecessor recorded (/run/kdump-hotplugd/loaded-header) and reloads.
+        if now.s("State") == "idle" && now.decided() > 0 {
+            Ok(now)
+        } else {
+            Err(format!(
+                "the restarted daemon never decided about the rest of the burst: {:?} (it heard {} uevents; {} \
                  processed in the whole burst)",
                 now.values,
                 now.u("EventsSeen"),
                 processed_after_restart
-            );
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            ))
         }
-    };
+    });
     println!("[faults] restarted daemon: {}", settled.s("Summary"));
     let reloads = settled.u("Reloads");
     if reloads != 1 {
@@ -837,18 +831,15 @@ fn measure_window(
             d.name
         );
         // The poller writes the 0→1 change after the load: wait until it has seen the state the command left.
-        let deadline = std::time::Instant::now() + secs(30);
-        let log = loop {
+        // Each probe is a guest round trip already: no pause between them.
+        let log = poll_until(d, secs(30), Duration::ZERO, |d| {
             let log = loaded_log(d);
             if log.last().is_some_and(|&(_, loaded)| loaded) {
-                break log;
+                Ok(log)
+            } else {
+                Err("the poller never saw the crash kernel loaded again".to_owned())
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "[{}] the poller never saw the crash kernel loaded again",
-                d.name
-            );
-        };
+        });
         let (unloaded, loads, _) = unloaded_time(&log, started, ended);
         assert_eq!(
             loads, 1,

@@ -124,6 +124,24 @@ fn virtio_mem_size(d: &mut Distro) -> u64 {
         .unwrap()
 }
 
+/// Probes the guest every `interval` until `probe` gives a value, for at most `timeout`; at the deadline, fails with
+/// what the last probe said (its `Err`) of why it is not there yet.
+pub fn poll_until<T>(
+    d: &mut Distro,
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut(&mut Distro) -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe(d) {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "[{}] {why}", d.name),
+        }
+        std::thread::sleep(interval);
+    }
+}
+
 /// Asks QEMU to resize the virtio-mem device to `size` bytes, without waiting.
 pub fn request_plug(d: &mut Distro, size: u64) -> PlugRequest {
     let (block_size, online_before) = memory_blocks(d);
@@ -152,20 +170,17 @@ pub fn request_plug(d: &mut Distro, size: u64) -> PlugRequest {
 /// (every uevent processed, the distro rule's included).
 pub fn finish_plug(d: &mut Distro, request: &PlugRequest) -> Burst {
     let add = request.add;
-    let deadline = Instant::now() + secs(180);
-    loop {
+    poll_until(d, secs(180), Duration::from_millis(200), |d| {
         let size = virtio_mem_size(d);
         if size == request.size {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "virtio-mem size stuck at {size} (requested {})",
+                request.size
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "[{}] virtio-mem size stuck at {size} (requested {})",
-            d.name,
-            request.size
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     let want = request.online_before + add / request.block_size;
     d.sh_ok(
         &format!(
@@ -348,23 +363,20 @@ pub fn daemon_status(d: &mut Distro) -> DaemonStatus {
 /// Waits until the daemon has decided about the burst (a reload, a skip or a failure more than `before`) and is
 /// idle with every memory uevent udevd processed counted.
 pub fn wait_daemon_settled(d: &mut Distro, before: &DaemonStatus, uevents: u64) -> DaemonStatus {
-    let deadline = Instant::now() + secs(300);
-    loop {
+    poll_until(d, secs(300), Duration::from_millis(500), |d| {
         let now = daemon_status(d);
         if now.s("State") == "idle"
             && now.decided() > before.decided()
             && now.u("EventsSeen") >= before.u("EventsSeen") + uevents
         {
-            return now;
+            Ok(now)
+        } else {
+            Err(format!(
+                "the daemon did not settle after the burst: {:?}",
+                now.values
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "[{}] the daemon did not settle after the burst: {:?}",
-            d.name,
-            now.values
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    })
 }
 
 /// The daemon's main pid, CPU time (ms) and RSS (KiB, now and peak).
